@@ -1,0 +1,122 @@
+//! Per-row logit processing and token choice, on the host.
+
+use rand::Rng;
+
+/// Index of the largest value; the first one on ties (as `torch.argmax`).
+pub fn argmax(logits: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// transformers' sampling warpers, in their order: temperature, top-k (keep values ≥ the k-th
+/// largest), top-p (drop the lowest tokens whose cumulative probability is ≤ 1 - top_p, always
+/// keeping the most likely). Removed entries become `-inf`. `top_k == 0` and `top_p >= 1` are off.
+pub fn warp_logits(logits: &mut [f32], temperature: f64, top_k: usize, top_p: f64) {
+    if temperature != 1.0 {
+        let t = temperature as f32;
+        logits.iter_mut().for_each(|v| *v /= t);
+    }
+    if top_k > 0 && top_k < logits.len() {
+        let mut sorted: Vec<f32> = logits.to_vec();
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+        let kth = sorted[top_k - 1];
+        logits.iter_mut().filter(|v| **v < kth).for_each(|v| *v = f32::NEG_INFINITY);
+    }
+    if top_p < 1.0 {
+        // Ascending order, as transformers sorts; a stable sort keeps index order on ties.
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]));
+        let probs = softmax(logits);
+        let mut cum = 0.0f64;
+        let last = order.len() - 1;
+        for (rank, &i) in order.iter().enumerate() {
+            cum += probs[i];
+            if cum <= 1.0 - top_p && rank != last {
+                logits[i] = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// Softmax in f64.
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = logits.iter().map(|&v| ((v as f64) - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// Draws an index with probability `softmax(logits)`.
+pub fn sample<R: Rng>(logits: &[f32], rng: &mut R) -> usize {
+    let probs = softmax(logits);
+    let u: f64 = rng.random::<f64>();
+    let mut cum = 0.0;
+    let mut last_possible = 0;
+    for (i, p) in probs.iter().enumerate() {
+        if *p > 0.0 {
+            last_possible = i;
+            cum += p;
+            if u < cum {
+                return i;
+            }
+        }
+    }
+    last_possible
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn argmax_takes_first_of_ties() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
+    }
+
+    #[test]
+    fn top_k_keeps_k_largest() {
+        let mut l = vec![1.0, 4.0, 2.0, 3.0];
+        warp_logits(&mut l, 1.0, 2, 1.0);
+        assert_eq!(l, vec![f32::NEG_INFINITY, 4.0, f32::NEG_INFINITY, 3.0]);
+    }
+
+    #[test]
+    fn top_p_drops_the_tail_but_keeps_the_token_crossing_p() {
+        // probs ≈ [0.0321, 0.0871, 0.2369, 0.6439]; ascending cumsum 0.032, 0.119, 0.356, 1.0.
+        // top_p 0.7 → remove cum ≤ 0.3: tokens 0 and 1; token 2 (cum 0.356) stays.
+        let mut l = vec![0.0, 1.0, 2.0, 3.0];
+        warp_logits(&mut l, 1.0, 0, 0.7);
+        assert_eq!(l, vec![f32::NEG_INFINITY, f32::NEG_INFINITY, 2.0, 3.0]);
+        // top_p small: only the top token survives.
+        let mut l = vec![0.0, 1.0, 2.0, 3.0];
+        warp_logits(&mut l, 1.0, 0, 0.01);
+        assert_eq!(l[..3], [f32::NEG_INFINITY; 3]);
+        assert_eq!(l[3], 3.0);
+    }
+
+    #[test]
+    fn temperature_divides_logits() {
+        let mut l = vec![2.0, -4.0];
+        warp_logits(&mut l, 2.0, 0, 1.0);
+        assert_eq!(l, vec![1.0, -2.0]);
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution_and_never_picks_removed_tokens() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let logits = [0.0f32, (3.0f32).ln(), f32::NEG_INFINITY];
+        let mut counts = [0usize; 3];
+        for _ in 0..20_000 {
+            counts[sample(&logits, &mut rng)] += 1;
+        }
+        assert_eq!(counts[2], 0);
+        let frac = counts[1] as f64 / 20_000.0;
+        assert!((frac - 0.75).abs() < 0.015, "got {frac}");
+    }
+}

@@ -1,0 +1,303 @@
+//! Safetensors checkpoints → burn modules, through burn-store.
+//!
+//! A checkpoint is `model.safetensors` or the shards listed in `model.safetensors.index.json`.
+//! Every file is checked (header, offsets, sizes) before it is read, f16/bf16 tensors are widened
+//! to f32, linear weights are transposed from PyTorch's `[out, in]` (burn-store's
+//! `PyTorchToBurnAdapter`), and names are remapped with a few regexes per architecture. Missing,
+//! unexpected and mis-shaped tensors are collected over all shards and reported together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn_store::{
+    KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+    TensorSnapshot,
+};
+
+use crate::HubError;
+
+/// One tensor as a safetensors header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub file: PathBuf,
+}
+
+fn dtype_size(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+        _ => return None,
+    })
+}
+
+/// Reads and checks a safetensors header: the header parses, every tensor's byte range matches its
+/// dtype and shape, and the data section is exactly as long as the file says.
+pub fn read_safetensors_header(path: &Path) -> Result<Vec<TensorInfo>, HubError> {
+    let bad = |msg: String| HubError::Weights {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut file = File::open(path).map_err(|e| HubError::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| HubError::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n)
+        .map_err(|_| bad("file is shorter than a safetensors header (truncated?)".into()))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100_000_000 || 8 + n > file_len {
+        return Err(bad(format!(
+            "header length {n} does not fit in a {file_len}-byte file (truncated or not safetensors)"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("cannot read header: {e}")))?;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let data_len = file_len - 8 - n;
+    let mut infos = Vec::new();
+    let mut max_end = 0u64;
+    for (name, v) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = v["dtype"]
+            .as_str()
+            .ok_or_else(|| bad(format!("tensor `{name}` has no dtype")))?
+            .to_string();
+        let shape: Vec<usize> = v["shape"]
+            .as_array()
+            .ok_or_else(|| bad(format!("tensor `{name}` has no shape")))?
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(format!("tensor `{name}` has a malformed shape")))?;
+        let offsets: Vec<u64> = v["data_offsets"]
+            .as_array()
+            .and_then(|a| a.iter().map(|o| o.as_u64()).collect())
+            .filter(|o: &Vec<u64>| o.len() == 2)
+            .ok_or_else(|| bad(format!("tensor `{name}` has malformed data_offsets")))?;
+        let size = dtype_size(&dtype)
+            .ok_or_else(|| bad(format!("tensor `{name}` has unsupported dtype {dtype}")))?;
+        let numel: usize = shape.iter().product();
+        if offsets[1] < offsets[0] || offsets[1] - offsets[0] != (numel * size) as u64 {
+            return Err(bad(format!(
+                "tensor `{name}` ({dtype} {shape:?}) has {} bytes, expected {}",
+                offsets[1].saturating_sub(offsets[0]),
+                numel * size
+            )));
+        }
+        max_end = max_end.max(offsets[1]);
+        infos.push(TensorInfo {
+            name,
+            dtype,
+            shape,
+            file: path.to_path_buf(),
+        });
+    }
+    if max_end != data_len {
+        return Err(bad(format!(
+            "data section is {data_len} bytes but the header describes {max_end} (truncated or corrupt file)"
+        )));
+    }
+    Ok(infos)
+}
+
+/// The checkpoint files of a model directory, in shard order.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HubError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| HubError::io(&index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| HubError::Weights {
+            path: index.clone(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        let map = v["weight_map"].as_object().ok_or_else(|| HubError::Weights {
+            path: index.clone(),
+            msg: "missing the `weight_map` object".into(),
+        })?;
+        let files: BTreeSet<String> = map
+            .values()
+            .map(|f| f.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| HubError::Weights {
+                path: index.clone(),
+                msg: "`weight_map` values must be file names".into(),
+            })?;
+        let files: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();
+        for f in &files {
+            if !f.is_file() {
+                return Err(HubError::Weights {
+                    path: index.clone(),
+                    msg: format!("lists shard {} which does not exist", f.display()),
+                });
+            }
+        }
+        return Ok(files);
+    }
+    Err(HubError::Weights {
+        path: dir.to_path_buf(),
+        msg: "no model.safetensors or model.safetensors.index.json in this directory".into(),
+    })
+}
+
+/// Widens f16/bf16 tensors to f32 (models compute in f32).
+#[derive(Debug, Clone, Default)]
+struct WidenToF32;
+
+impl ModuleAdapter for WidenToF32 {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        if !matches!(snapshot.dtype, DType::F16 | DType::BF16) {
+            return snapshot.clone();
+        }
+        let data = snapshot.clone_data_fn();
+        TensorSnapshot::from_closure(
+            Rc::new(move || Ok(data()?.convert_dtype(DType::F32))),
+            DType::F32,
+            snapshot.shape.clone(),
+            snapshot.path_stack.clone().unwrap_or_default(),
+            snapshot.container_stack.clone().unwrap_or_default(),
+            snapshot.tensor_id.unwrap_or_default(),
+        )
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// How an architecture's HF names map onto its module tree.
+#[derive(Debug, Clone, Default)]
+pub struct NameMap {
+    /// `(regex on the HF name, replacement)`, applied in order.
+    pub remap: Vec<(String, String)>,
+    /// HF tensors that are deliberately not loaded (tied copies, buffers), as regexes.
+    pub ignore: Vec<String>,
+}
+
+/// What was loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub loaded: usize,
+    pub ignored: Vec<String>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads every tensor of `files` into `module`, or explains in one error what does not fit.
+pub fn load_into<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    files: &[PathBuf],
+    names: &NameMap,
+) -> Result<LoadReport, HubError> {
+    let ignore: Vec<regex::Regex> = names
+        .ignore
+        .iter()
+        .map(|p| regex::Regex::new(p).expect("name-map regex"))
+        .collect();
+    // Expected tensors: the module's own paths and shapes.
+    let expected: BTreeMap<String, Vec<usize>> = module
+        .collect(None, None, false)
+        .into_iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect();
+    let remapper = KeyRemapper::from_patterns(names.remap.clone()).expect("name-map regex");
+    let remap_name = |n: &str| {
+        let mut out = n.to_string();
+        for (re, to) in remapper.to_regex_pairs() {
+            out = re.replace_all(&out, to.as_str()).into_owned();
+        }
+        out
+    };
+
+    let mut applied = BTreeSet::new();
+    let mut unexpected = Vec::new();
+    let mut shape_errors = Vec::new();
+    let mut report = LoadReport {
+        files: files.to_vec(),
+        ..Default::default()
+    };
+    for file in files {
+        let infos = read_safetensors_header(file)?;
+        for info in &infos {
+            let target = remap_name(&info.name);
+            if ignore.iter().any(|re| re.is_match(&info.name)) {
+                report.ignored.push(info.name.clone());
+                continue;
+            }
+            match expected.get(&target) {
+                None => unexpected.push(format!("{} {:?}", info.name, info.shape)),
+                Some(shape) => {
+                    // Linear weights are stored transposed; compare element counts and the set of dims.
+                    let mut a = shape.clone();
+                    let mut b = info.shape.clone();
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    if a != b {
+                        shape_errors.push(format!(
+                            "{}: checkpoint has {:?}, model expects {:?} (as {})",
+                            info.name, info.shape, shape, target
+                        ));
+                    }
+                }
+            }
+        }
+        if !unexpected.is_empty() || !shape_errors.is_empty() {
+            continue;
+        }
+        let mut store = SafetensorsStore::from_file(file)
+            .with_from_adapter(PyTorchToBurnAdapter.chain(WidenToF32))
+            .remap(remapper.clone())
+            .allow_partial(true)
+            .validate(false);
+        let result = module.load_from(&mut store).map_err(|e| HubError::Weights {
+            path: file.clone(),
+            msg: format!("cannot read tensors: {e}"),
+        })?;
+        for e in result.errors {
+            shape_errors.push(e.to_string());
+        }
+        applied.extend(result.applied);
+    }
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|(k, _)| !applied.contains(*k))
+        .map(|(k, s)| format!("{k} {s:?}"))
+        .collect();
+    if !unexpected.is_empty() || !shape_errors.is_empty() || !missing.is_empty() {
+        let mut msg = String::from("the checkpoint does not fit the model built from config.json");
+        for (title, list) in [
+            ("missing tensors", &missing),
+            ("unexpected tensors", &unexpected),
+            ("mis-shaped tensors", &shape_errors),
+        ] {
+            if !list.is_empty() {
+                msg.push_str(&format!("\n  {title} ({}):", list.len()));
+                for item in list.iter().take(20) {
+                    msg.push_str(&format!("\n    {item}"));
+                }
+                if list.len() > 20 {
+                    msg.push_str(&format!("\n    ... and {} more", list.len() - 20));
+                }
+            }
+        }
+        return Err(HubError::Weights {
+            path: files.first().cloned().unwrap_or_default(),
+            msg,
+        });
+    }
+    report.loaded = applied.len();
+    Ok(report)
+}

@@ -1,0 +1,16 @@
+//! FLAN-T5 and RoBERTa as burn modules, generic over the backend.
+// Module fields carry transformers' names (`SelfAttention`, `LayerNorm`, ...) so weight paths read
+// the same on both sides.
+#![allow(non_snake_case)]
+//!
+//! Module field names mirror transformers' parameter names so that a safetensors checkpoint maps
+//! onto the struct tree almost one to one (see `detox-hub` for the few renames).
+
+pub mod attention;
+pub mod config;
+pub mod roberta;
+pub mod t5;
+
+pub use config::{RobertaConfig, T5Config};
+pub use roberta::RobertaForSequenceClassification;
+pub use t5::{EncoderOutput, T5DecoderCache, T5ForConditionalGeneration};

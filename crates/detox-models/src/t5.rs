@@ -1,0 +1,662 @@
+//! T5 / FLAN-T5 (`T5ForConditionalGeneration` semantics).
+//!
+//! The struct tree mirrors transformers' module names: `encoder.block.{i}.layer_0.SelfAttention.q`
+//! is HF's `encoder.block.{i}.layer.0.SelfAttention.q` (a Rust struct cannot hold HF's
+//! heterogeneous `layer` list, so `layer.N` becomes the field `layer_N`; that is the only rename).
+//!
+//! Attention is T5's: no 1/sqrt(d) scaling, an additive relative-position bias computed by block 0
+//! of each stack and shared by all its blocks (bidirectional buckets in the encoder, causal buckets
+//! in the decoder). The KV cache lives outside the modules ([`T5DecoderCache`]), so the same module
+//! serves training (all positions at once) and incremental decoding.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation;
+
+use crate::attention::{additive_mask, causal_mask_bias, KvCache};
+use crate::config::{T5Activation, T5Config};
+
+/// T5's layer norm: RMS only (no mean subtraction, no bias).
+#[derive(Module, Debug)]
+pub struct T5LayerNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    eps: f64,
+}
+
+impl<B: Backend> T5LayerNorm<B> {
+    pub fn new(d_model: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([d_model], device)),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
+        let x = x * (variance + self.eps).sqrt().recip();
+        x * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// The relative-position bucket of transformers' `T5Attention._relative_position_bucket`,
+/// computed for one (key - query) distance. The log-region arithmetic is done in f32 as torch does.
+pub fn relative_position_bucket(
+    relative_position: i64,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> i64 {
+    let mut num_buckets = num_buckets as i64;
+    let mut bucket = 0i64;
+    let rp = if bidirectional {
+        num_buckets /= 2;
+        if relative_position > 0 {
+            bucket += num_buckets;
+        }
+        relative_position.abs()
+    } else {
+        -relative_position.min(0)
+    };
+    let max_exact = num_buckets / 2;
+    if rp < max_exact {
+        bucket + rp
+    } else {
+        // torch: max_exact + (log(rp.float() / max_exact) / math.log(max_distance / max_exact)
+        //        * (num_buckets - max_exact)).to(long), clamped to num_buckets - 1.
+        let log_ratio = ((max_distance as f64) / (max_exact as f64)).ln() as f32;
+        let scaled =
+            ((rp as f32) / (max_exact as f32)).ln() / log_ratio * ((num_buckets - max_exact) as f32);
+        let large = (max_exact + scaled as i64).min(num_buckets - 1);
+        bucket + large
+    }
+}
+
+/// Buckets for queries at absolute positions `q_offset..q_offset+q_len` against keys `0..k_len`,
+/// row-major `[q_len, k_len]`.
+pub fn relative_position_buckets(
+    q_offset: usize,
+    q_len: usize,
+    k_len: usize,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> Vec<i64> {
+    let mut out = Vec::with_capacity(q_len * k_len);
+    for i in 0..q_len {
+        let ctx = (q_offset + i) as i64;
+        for j in 0..k_len {
+            out.push(relative_position_bucket(
+                j as i64 - ctx,
+                bidirectional,
+                num_buckets,
+                max_distance,
+            ));
+        }
+    }
+    out
+}
+
+/// `T5Attention`: q/k/v/o projections without bias, optionally the relative-attention-bias table.
+#[derive(Module, Debug)]
+pub struct T5Attention<B: Backend> {
+    pub q: Linear<B>,
+    pub k: Linear<B>,
+    pub v: Linear<B>,
+    pub o: Linear<B>,
+    pub relative_attention_bias: Option<Embedding<B>>,
+    pub dropout: Dropout,
+    n_heads: usize,
+    d_kv: usize,
+    num_buckets: usize,
+    max_distance: usize,
+    bidirectional: bool,
+}
+
+impl<B: Backend> T5Attention<B> {
+    pub fn new(
+        config: &T5Config,
+        has_relative_attention_bias: bool,
+        bidirectional: bool,
+        device: &B::Device,
+    ) -> Self {
+        let inner = config.num_heads * config.d_kv;
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Self {
+            q: lin(config.d_model, inner),
+            k: lin(config.d_model, inner),
+            v: lin(config.d_model, inner),
+            o: lin(inner, config.d_model),
+            relative_attention_bias: has_relative_attention_bias.then(|| {
+                EmbeddingConfig::new(config.relative_attention_num_buckets, config.num_heads)
+                    .init(device)
+            }),
+            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            n_heads: config.num_heads,
+            d_kv: config.d_kv,
+            num_buckets: config.relative_attention_num_buckets,
+            max_distance: config.relative_attention_max_distance,
+            bidirectional,
+        }
+    }
+
+    /// `[batch, len, heads*d_kv]` → `[batch, heads, len, d_kv]`.
+    fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [b, l, _] = x.dims();
+        x.reshape([b, l, self.n_heads, self.d_kv]).swap_dims(1, 2)
+    }
+
+    /// Keys and values of `x`, split into heads (what the cross-attention cache stores).
+    pub fn key_values(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        (
+            self.split_heads(self.k.forward(x.clone())),
+            self.split_heads(self.v.forward(x)),
+        )
+    }
+
+    /// The position bias `[1, heads, q_len, k_len]` for queries at absolute positions
+    /// `q_offset..q_offset+q_len` (`compute_bias` of transformers). Zeros if this layer has no table.
+    pub fn compute_bias(
+        &self,
+        q_offset: usize,
+        q_len: usize,
+        k_len: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
+        let Some(table) = &self.relative_attention_bias else {
+            return Tensor::zeros([1, self.n_heads, q_len, k_len], device);
+        };
+        let buckets = relative_position_buckets(
+            q_offset,
+            q_len,
+            k_len,
+            self.bidirectional,
+            self.num_buckets,
+            self.max_distance,
+        );
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(buckets, [1, q_len * k_len]), device);
+        table
+            .forward(ids) // [1, q*k, heads]
+            .reshape([q_len, k_len, self.n_heads])
+            .permute([2, 0, 1])
+            .unsqueeze::<4>()
+    }
+
+    /// Unscaled attention of `q` over `k`/`v` with an additive `bias` (position bias and masks).
+    fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let scores = q.matmul(k.swap_dims(2, 3)) + bias;
+        let weights = self.dropout.forward(activation::softmax(scores, 3));
+        let ctx = weights.matmul(v); // [b, h, q, d_kv]
+        let [b, h, l, d] = ctx.dims();
+        self.o.forward(ctx.swap_dims(1, 2).reshape([b, l, h * d]))
+    }
+
+    /// Self-attention over `x` (and, with a cache, over the cached positions before it).
+    pub fn forward_self(
+        &self,
+        x: Tensor<B, 3>,
+        bias: Tensor<B, 4>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let q = self.split_heads(self.q.forward(x.clone()));
+        let (k, v) = self.key_values(x);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v),
+            None => (k, v),
+        };
+        self.attend(q, k, v, bias)
+    }
+
+    /// Cross-attention of `x` over precomputed keys/values of the encoder output.
+    pub fn forward_cross(
+        &self,
+        x: Tensor<B, 3>,
+        kv: (Tensor<B, 4>, Tensor<B, 4>),
+        bias: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let q = self.split_heads(self.q.forward(x));
+        self.attend(q, kv.0, kv.1, bias)
+    }
+}
+
+/// `T5LayerSelfAttention`: `x + dropout(SelfAttention(layer_norm(x)))`.
+#[allow(non_snake_case)]
+#[derive(Module, Debug)]
+pub struct T5LayerSelfAttention<B: Backend> {
+    pub SelfAttention: T5Attention<B>,
+    pub layer_norm: T5LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> T5LayerSelfAttention<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let h = self
+            .SelfAttention
+            .forward_self(self.layer_norm.forward(x.clone()), bias, cache);
+        x + self.dropout.forward(h)
+    }
+}
+
+/// `T5LayerCrossAttention`: `x + dropout(EncDecAttention(layer_norm(x), encoder))`.
+#[allow(non_snake_case)]
+#[derive(Module, Debug)]
+pub struct T5LayerCrossAttention<B: Backend> {
+    pub EncDecAttention: T5Attention<B>,
+    pub layer_norm: T5LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> T5LayerCrossAttention<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, kv: (Tensor<B, 4>, Tensor<B, 4>), bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let h = self
+            .EncDecAttention
+            .forward_cross(self.layer_norm.forward(x.clone()), kv, bias);
+        x + self.dropout.forward(h)
+    }
+}
+
+/// `T5DenseActDense` (`wi`, `wo`) or `T5DenseGatedActDense` (`wi_0`, `wi_1`, `wo`).
+#[derive(Module, Debug)]
+pub struct T5DenseActDense<B: Backend> {
+    pub wi: Option<Linear<B>>,
+    pub wi_0: Option<Linear<B>>,
+    pub wi_1: Option<Linear<B>>,
+    pub wo: Linear<B>,
+    pub dropout: Dropout,
+    #[module(skip)]
+    act: T5Activation,
+}
+
+fn apply_act<B: Backend, const D: usize>(act: T5Activation, x: Tensor<B, D>) -> Tensor<B, D> {
+    match act {
+        T5Activation::Relu => activation::relu(x),
+        T5Activation::Gelu => activation::gelu(x),
+        T5Activation::GeluNew => activation::gelu_approximate(x),
+        T5Activation::Silu => activation::silu(x),
+    }
+}
+
+impl<B: Backend> T5DenseActDense<B> {
+    pub fn new(config: &T5Config, gated: bool, act: T5Activation, device: &B::Device) -> Self {
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Self {
+            wi: (!gated).then(|| lin(config.d_model, config.d_ff)),
+            wi_0: gated.then(|| lin(config.d_model, config.d_ff)),
+            wi_1: gated.then(|| lin(config.d_model, config.d_ff)),
+            wo: lin(config.d_ff, config.d_model),
+            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            act,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = match (&self.wi, &self.wi_0, &self.wi_1) {
+            (Some(wi), _, _) => apply_act(self.act, wi.forward(x)),
+            (None, Some(wi_0), Some(wi_1)) => {
+                apply_act(self.act, wi_0.forward(x.clone())) * wi_1.forward(x)
+            }
+            _ => unreachable!("T5DenseActDense is built with either wi or wi_0 and wi_1"),
+        };
+        self.wo.forward(self.dropout.forward(h))
+    }
+}
+
+/// `T5LayerFF`: `x + dropout(DenseReluDense(layer_norm(x)))`.
+#[allow(non_snake_case)]
+#[derive(Module, Debug)]
+pub struct T5LayerFF<B: Backend> {
+    pub DenseReluDense: T5DenseActDense<B>,
+    pub layer_norm: T5LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> T5LayerFF<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = self.DenseReluDense.forward(self.layer_norm.forward(x.clone()));
+        x + self.dropout.forward(h)
+    }
+}
+
+fn layer_norm<B: Backend>(c: &T5Config, device: &B::Device) -> T5LayerNorm<B> {
+    T5LayerNorm::new(c.d_model, c.layer_norm_epsilon, device)
+}
+
+fn dropout(c: &T5Config) -> Dropout {
+    DropoutConfig::new(c.dropout_rate).init()
+}
+
+fn ff<B: Backend>(c: &T5Config, device: &B::Device) -> T5LayerFF<B> {
+    let (gated, act) = c.ff_activation().expect("validated config");
+    T5LayerFF {
+        DenseReluDense: T5DenseActDense::new(c, gated, act, device),
+        layer_norm: layer_norm(c, device),
+        dropout: dropout(c),
+    }
+}
+
+/// An encoder block: HF `block.{i}.layer.0` (self-attention) and `layer.1` (feed-forward).
+#[derive(Module, Debug)]
+pub struct T5EncoderBlock<B: Backend> {
+    pub layer_0: T5LayerSelfAttention<B>,
+    pub layer_1: T5LayerFF<B>,
+}
+
+impl<B: Backend> T5EncoderBlock<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.layer_1.forward(self.layer_0.forward(x, bias, None))
+    }
+}
+
+/// A decoder block: `layer.0` self-attention, `layer.1` cross-attention, `layer.2` feed-forward.
+#[derive(Module, Debug)]
+pub struct T5DecoderBlock<B: Backend> {
+    pub layer_0: T5LayerSelfAttention<B>,
+    pub layer_1: T5LayerCrossAttention<B>,
+    pub layer_2: T5LayerFF<B>,
+}
+
+impl<B: Backend> T5DecoderBlock<B> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        self_bias: Tensor<B, 4>,
+        cross_kv: (Tensor<B, 4>, Tensor<B, 4>),
+        cross_bias: Tensor<B, 4>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let x = self.layer_0.forward(x, self_bias, cache);
+        let x = self.layer_1.forward(x, cross_kv, cross_bias);
+        self.layer_2.forward(x)
+    }
+}
+
+/// The encoder `T5Stack`.
+#[derive(Module, Debug)]
+pub struct T5Encoder<B: Backend> {
+    pub block: Vec<T5EncoderBlock<B>>,
+    pub final_layer_norm: T5LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+/// The decoder `T5Stack`.
+#[derive(Module, Debug)]
+pub struct T5Decoder<B: Backend> {
+    pub block: Vec<T5DecoderBlock<B>>,
+    pub final_layer_norm: T5LayerNorm<B>,
+    pub dropout: Dropout,
+}
+
+/// What the decoder needs from the encoder: its hidden states and its additive key mask.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput<B: Backend> {
+    /// `[batch, src_len, d_model]`, after the final layer norm.
+    pub hidden: Tensor<B, 3>,
+    /// `[batch, 1, 1, src_len]`: 0 for real tokens, a large negative value for padding.
+    pub mask_bias: Tensor<B, 4>,
+}
+
+impl<B: Backend> EncoderOutput<B> {
+    /// Keep only the rows `rows` (for dropping finished sequences during decoding).
+    pub fn select_rows(&self, rows: Tensor<B, 1, Int>) -> Self {
+        Self {
+            hidden: self.hidden.clone().select(0, rows.clone()),
+            mask_bias: self.mask_bias.clone().select(0, rows),
+        }
+    }
+}
+
+/// Per-layer decoder state for incremental decoding: self-attention keys/values grow by one
+/// position a step; cross-attention keys/values are computed once from the encoder output.
+#[derive(Debug, Clone)]
+pub struct T5DecoderCache<B: Backend> {
+    pub self_attn: Vec<KvCache<B>>,
+    pub cross: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+}
+
+impl<B: Backend> T5DecoderCache<B> {
+    /// An empty cache whose self-attention buffers are sized for `max_len` positions.
+    pub fn new(num_layers: usize, max_len: usize) -> Self {
+        Self {
+            self_attn: (0..num_layers).map(|_| KvCache::new(max_len)).collect(),
+            cross: vec![None; num_layers],
+        }
+    }
+
+    /// Positions already decoded.
+    pub fn len(&self) -> usize {
+        self.self_attn.first().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keep only the batch rows `rows` (finished sequences stop costing compute).
+    pub fn select_rows(&mut self, rows: Tensor<B, 1, Int>) {
+        for c in &mut self.self_attn {
+            c.select_rows(rows.clone());
+        }
+        for kv in self.cross.iter_mut().flatten() {
+            kv.0 = kv.0.clone().select(0, rows.clone());
+            kv.1 = kv.1.clone().select(0, rows.clone());
+        }
+    }
+}
+
+impl<B: Backend> T5Encoder<B> {
+    /// Hidden states after each block (before the final norm) and the final output.
+    pub fn forward_all(
+        &self,
+        embeddings: Tensor<B, 3>,
+        mask_bias: Tensor<B, 4>,
+    ) -> (Vec<Tensor<B, 3>>, Tensor<B, 3>) {
+        let [_, len, _] = embeddings.dims();
+        let device = embeddings.device();
+        let position_bias = self.block[0]
+            .layer_0
+            .SelfAttention
+            .compute_bias(0, len, len, &device);
+        let bias = position_bias + mask_bias;
+        let mut x = self.dropout.forward(embeddings);
+        let mut outs = Vec::with_capacity(self.block.len());
+        for block in &self.block {
+            x = block.forward(x, bias.clone());
+            outs.push(x.clone());
+        }
+        let out = self.dropout.forward(self.final_layer_norm.forward(x));
+        (outs, out)
+    }
+}
+
+impl<B: Backend> T5Decoder<B> {
+    /// Decodes `embeddings` (positions `cache.len()..` when a cache is given, else `0..`).
+    /// `decoder_mask` is `[batch, past + new]` (1 = attend) or `None` for all ones.
+    /// Returns each block's output and the final hidden states `[batch, new, d_model]`.
+    pub fn forward_all(
+        &self,
+        embeddings: Tensor<B, 3>,
+        encoder: &EncoderOutput<B>,
+        decoder_mask: Option<Tensor<B, 2, Int>>,
+        mut cache: Option<&mut T5DecoderCache<B>>,
+    ) -> (Vec<Tensor<B, 3>>, Tensor<B, 3>) {
+        let [_, new_len, _] = embeddings.dims();
+        let device = embeddings.device();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let total = past + new_len;
+        let mut self_bias = self.block[0]
+            .layer_0
+            .SelfAttention
+            .compute_bias(past, new_len, total, &device)
+            + causal_mask_bias::<B>(past, new_len, total, &device);
+        if let Some(mask) = decoder_mask {
+            self_bias = self_bias + additive_mask(mask);
+        }
+        let mut x = self.dropout.forward(embeddings);
+        let mut outs = Vec::with_capacity(self.block.len());
+        for (i, block) in self.block.iter().enumerate() {
+            let cross_attn = &block.layer_1.EncDecAttention;
+            let (kv, layer_cache) = match cache.as_deref_mut() {
+                Some(c) => {
+                    let kv = c.cross[i]
+                        .get_or_insert_with(|| cross_attn.key_values(encoder.hidden.clone()))
+                        .clone();
+                    (kv, Some(&mut c.self_attn[i]))
+                }
+                None => (cross_attn.key_values(encoder.hidden.clone()), None),
+            };
+            x = block.forward(x, self_bias.clone(), kv, encoder.mask_bias.clone(), layer_cache);
+            outs.push(x.clone());
+        }
+        let out = self.dropout.forward(self.final_layer_norm.forward(x));
+        (outs, out)
+    }
+}
+
+/// `T5ForConditionalGeneration`.
+#[derive(Module, Debug)]
+pub struct T5ForConditionalGeneration<B: Backend> {
+    pub shared: Embedding<B>,
+    pub encoder: T5Encoder<B>,
+    pub decoder: T5Decoder<B>,
+    /// Absent when the head is tied to `shared` (`tie_word_embeddings`).
+    pub lm_head: Option<Linear<B>>,
+    #[module(skip)]
+    pub config: T5Config,
+}
+
+impl<B: Backend> T5ForConditionalGeneration<B> {
+    /// A randomly initialized model of `config`'s shapes (weights are then loaded over it).
+    pub fn new(config: &T5Config, device: &B::Device) -> Self {
+        let c = config;
+        let encoder = T5Encoder {
+            block: (0..c.num_layers)
+                .map(|i| T5EncoderBlock {
+                    layer_0: T5LayerSelfAttention {
+                        SelfAttention: T5Attention::new(c, i == 0, true, device),
+                        layer_norm: layer_norm(c, device),
+                        dropout: dropout(c),
+                    },
+                    layer_1: ff(c, device),
+                })
+                .collect(),
+            final_layer_norm: layer_norm(c, device),
+            dropout: dropout(c),
+        };
+        let decoder = T5Decoder {
+            block: (0..c.decoder_layers())
+                .map(|i| T5DecoderBlock {
+                    layer_0: T5LayerSelfAttention {
+                        SelfAttention: T5Attention::new(c, i == 0, false, device),
+                        layer_norm: layer_norm(c, device),
+                        dropout: dropout(c),
+                    },
+                    layer_1: T5LayerCrossAttention {
+                        EncDecAttention: T5Attention::new(c, false, false, device),
+                        layer_norm: layer_norm(c, device),
+                        dropout: dropout(c),
+                    },
+                    layer_2: ff(c, device),
+                })
+                .collect(),
+            final_layer_norm: layer_norm(c, device),
+            dropout: dropout(c),
+        };
+        Self {
+            shared: EmbeddingConfig::new(c.vocab_size, c.d_model).init(device),
+            encoder,
+            decoder,
+            lm_head: (!c.tie_word_embeddings)
+                .then(|| LinearConfig::new(c.d_model, c.vocab_size).with_bias(false).init(device)),
+            config: c.clone(),
+        }
+    }
+
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.shared.forward(ids)
+    }
+
+    /// Runs the encoder. `attention_mask` is `[batch, src_len]`, 1 for tokens and 0 for padding.
+    pub fn encode(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> EncoderOutput<B> {
+        let mask_bias = additive_mask(attention_mask);
+        let (_, hidden) = self.encoder.forward_all(self.embed(input_ids), mask_bias.clone());
+        EncoderOutput { hidden, mask_bias }
+    }
+
+    /// Decoder hidden states `[batch, new, d_model]` (before the LM head).
+    pub fn decode(
+        &self,
+        decoder_input_ids: Tensor<B, 2, Int>,
+        encoder: &EncoderOutput<B>,
+        decoder_mask: Option<Tensor<B, 2, Int>>,
+        cache: Option<&mut T5DecoderCache<B>>,
+    ) -> Tensor<B, 3> {
+        self.decoder
+            .forward_all(self.embed(decoder_input_ids), encoder, decoder_mask, cache)
+            .1
+    }
+
+    /// Vocabulary logits for decoder hidden states (every position).
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                // Tied head: transformers rescales the decoder output by d_model^-0.5 first.
+                let scaled = hidden * (self.config.d_model as f64).powf(-0.5);
+                let w = self.shared.weight.val(); // [vocab, d_model]
+                let [b, l, d] = scaled.dims();
+                scaled
+                    .reshape([b * l, d])
+                    .matmul(w.transpose())
+                    .reshape([b, l, self.config.vocab_size])
+            }
+        }
+    }
+
+    /// Full forward pass: logits `[batch, tgt_len, vocab]` for every decoder position.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        decoder_input_ids: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let enc = self.encode(input_ids, attention_mask);
+        self.lm_logits(self.decode(decoder_input_ids, &enc, None, None))
+    }
+
+    /// A fresh decoding cache for up to `max_len` decoder positions.
+    pub fn new_cache(&self, max_len: usize) -> T5DecoderCache<B> {
+        T5DecoderCache::new(self.decoder.block.len(), max_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_bidirectional_match_hand_values() {
+        // num_buckets 32 → 16 per direction, max_exact 8, max_distance 128.
+        let b = |rp| relative_position_bucket(rp, true, 32, 128);
+        assert_eq!(b(0), 0);
+        assert_eq!(b(-1), 1);
+        assert_eq!(b(1), 17);
+        assert_eq!(b(-7), 7);
+        // log region: 8 + floor(ln(16/8)/ln(128/8) * 8) = 8 + floor(0.25*8) = 10
+        assert_eq!(b(-16), 10);
+        assert_eq!(b(16), 26);
+        assert_eq!(b(-1000), 15);
+        assert_eq!(b(1000), 31);
+    }
+
+    #[test]
+    fn buckets_causal_ignore_future_and_use_all_buckets_for_past() {
+        let b = |rp| relative_position_bucket(rp, false, 32, 128);
+        assert_eq!(b(5), 0, "future keys share bucket 0 in the decoder");
+        assert_eq!(b(-5), 5);
+        assert_eq!(b(-15), 15);
+        // max_exact 16: 16 + floor(ln(32/16)/ln(128/16) * 16) = 16 + floor(16/3) = 21
+        assert_eq!(b(-32), 21);
+        assert_eq!(b(-10_000), 31);
+    }
+}
+
