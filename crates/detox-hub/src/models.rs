@@ -51,11 +51,16 @@ pub fn t5_name_map(config: &T5Config) -> NameMap {
     }
 }
 
-/// HF RoBERTa names → ours: `attention.self` is `attention.self_`. The position-id buffer and an
+/// HF RoBERTa names → ours: `attention.self` is `attention.self_`, and burn's `LayerNorm` calls
+/// its parameters `gamma`/`beta` (torch: `weight`/`bias`). The position-id buffer and an
 /// unused pooler (not part of `RobertaForSequenceClassification`) are skipped, as transformers does.
 pub fn roberta_name_map() -> NameMap {
     NameMap {
-        remap: vec![(r"\.attention\.self\.".into(), ".attention.self_.".into())],
+        remap: vec![
+            (r"\.attention\.self\.".into(), ".attention.self_.".into()),
+            (r"LayerNorm\.weight$".into(), "LayerNorm.gamma".into()),
+            (r"LayerNorm\.bias$".into(), "LayerNorm.beta".into()),
+        ],
         ignore: vec![
             r"embeddings\.position_ids$".into(),
             r"^roberta\.pooler\.".into(),

@@ -1,0 +1,114 @@
+//! Shared helpers of the parity tests: fixture paths, reference tensors written by
+//! `tools/make_fixtures.py` (transformers' numbers), and comparisons.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::prelude::*;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A reference tensor: shape and values (floats as f32, integers as i64).
+pub struct RefTensor {
+    pub shape: Vec<usize>,
+    pub f32: Vec<f32>,
+    pub i64: Vec<i64>,
+}
+
+pub struct Reference {
+    pub tensors: HashMap<String, RefTensor>,
+    pub meta: serde_json::Value,
+}
+
+impl Reference {
+    pub fn load(name: &str) -> Self {
+        let dir = fixtures().join("reference");
+        let bytes = std::fs::read(dir.join(format!("{name}.safetensors"))).expect("reference tensors");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+        let mut tensors = HashMap::new();
+        for (k, v) in st.tensors() {
+            let data = v.data();
+            let (f32s, i64s) = match v.dtype() {
+                safetensors::Dtype::F32 => (
+                    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                    vec![],
+                ),
+                safetensors::Dtype::I64 => (
+                    vec![],
+                    data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+                ),
+                other => panic!("unexpected dtype {other:?} for {k}"),
+            };
+            tensors.insert(k.to_string(), RefTensor { shape: v.shape().to_vec(), f32: f32s, i64: i64s });
+        }
+        let meta = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("reference json"),
+        )
+        .expect("valid json");
+        Self { tensors, meta }
+    }
+
+    pub fn get(&self, name: &str) -> &RefTensor {
+        self.tensors.get(name).unwrap_or_else(|| panic!("reference has no tensor {name}"))
+    }
+
+    pub fn int<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D, Int> {
+        let t = self.get(name);
+        Tensor::from_data(TensorData::new(t.i64.clone(), t.shape.clone()), device)
+    }
+
+    /// Rows of an int64 `[rows, n]` tensor.
+    pub fn int_rows(&self, name: &str) -> Vec<Vec<i64>> {
+        let t = self.get(name);
+        t.i64.chunks(t.shape[1]).map(|r| r.to_vec()).collect()
+    }
+}
+
+/// Asserts `ours` equals the reference `name` in shape and to `tol` relative error
+/// (max |a - b| over max |b|).
+pub fn assert_close<B: Backend, const D: usize>(r: &Reference, name: &str, ours: Tensor<B, D>, tol: f32) {
+    let want = r.get(name);
+    assert_eq!(ours.dims().to_vec(), want.shape, "{name}: shape");
+    let got: Vec<f32> = ours.into_data().convert::<f32>().into_vec().unwrap();
+    assert_slices_close(name, &got, &want.f32, tol);
+}
+
+pub fn assert_slices_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let d = (a - b).abs();
+        assert!(d.is_finite(), "{name}: non-finite value at {i}: got {a}, want {b}");
+        if d > worst {
+            worst = d;
+            at = i;
+        }
+    }
+    let rel = worst / scale;
+    assert!(
+        rel <= tol,
+        "{name}: relative error {rel:e} > {tol:e} (at flat index {at}: got {}, want {}; scale {scale})",
+        got[at],
+        want[at]
+    );
+}
+
+/// Generated ids as transformers returns them for a batch: finished rows padded with `pad`.
+pub fn pad_rows(rows: &[Vec<u32>], width: usize, pad: i64) -> Vec<Vec<i64>> {
+    rows.iter()
+        .map(|r| {
+            let mut v: Vec<i64> = r.iter().map(|&t| t as i64).collect();
+            v.resize(width, pad);
+            v
+        })
+        .collect()
+}
+
+/// Whether the wgpu parity subset should run (needs a Vulkan/Metal/DX12 adapter; CI uses lavapipe).
+pub fn wgpu_enabled() -> bool {
+    std::env::var("DETOX_TEST_WGPU").is_ok_and(|v| v == "1")
+}
