@@ -2,6 +2,7 @@
 //! checkpoints, compute ROUGE — on the CPU (default), wgpu or CUDA.
 
 mod backend;
+mod bench;
 mod cmd_rouge;
 mod prompt;
 
@@ -35,6 +36,8 @@ enum Command {
     Inspect(InspectArgs),
     /// ROUGE-1/2/L/Lsum exactly as rouge_score computes it.
     Rouge(cmd_rouge::RougeArgs),
+    /// Throughput benchmarks at flan-t5-base / roberta-base size (random weights).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -125,6 +128,10 @@ fn main() -> ExitCode {
         }
         Command::Inspect(args) => inspect(&args),
         Command::Rouge(args) => cmd_rouge::run(&args),
+        Command::Bench(args) => {
+            let device = args.device;
+            run_on(device, bench::Bench(args))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

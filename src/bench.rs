@@ -1,0 +1,168 @@
+//! `detox bench`: throughput of the flan-t5-base-sized T5 (encoder, greedy and sampled decoding)
+//! and the RoBERTa-base classifier with random weights, on the chosen backend.
+//! Method (same as `benches/pytorch_bench.py`): fixed-length random prompts, EOS suppressed so
+//! exactly `new_tokens` are generated, one warm-up run, then the median of `repeats` runs.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::backend::{DeviceKind, Job};
+use detox_generate::{generate, GenerationConfig};
+use detox_models::{RobertaConfig, RobertaForSequenceClassification, T5Config, T5ForConditionalGeneration};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// T5 config.json to build a random-init model from (default: flan-t5-base's shapes).
+    #[arg(long)]
+    pub t5_config: Option<PathBuf>,
+    /// RoBERTa config.json (default: roberta-base's shapes).
+    #[arg(long)]
+    pub roberta_config: Option<PathBuf>,
+    /// Which benchmarks: t5-encoder, t5-greedy, t5-sample, roberta (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "t5-encoder,t5-greedy,t5-sample,roberta")]
+    pub what: Vec<String>,
+    /// Batch sizes for the T5 benchmarks.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub batch: Vec<usize>,
+    #[arg(long, default_value_t = 200)]
+    pub prompt_len: usize,
+    #[arg(long, default_value_t = 100)]
+    pub new_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    pub roberta_batch: usize,
+    #[arg(long, default_value_t = 256)]
+    pub roberta_len: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// Append one JSON line per result to this file.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+}
+
+#[derive(Serialize, Debug)]
+struct BenchResult {
+    name: String,
+    device: String,
+    batch: usize,
+    seconds_median: f64,
+    throughput: f64,
+    unit: &'static str,
+}
+
+const FLAN_T5_BASE: &str = r#"{"model_type":"t5","vocab_size":32128,"d_model":768,"d_kv":64,"d_ff":2048,
+"num_layers":12,"num_decoder_layers":12,"num_heads":12,"feed_forward_proj":"gated-gelu","tie_word_embeddings":false,
+"decoder_start_token_id":0,"pad_token_id":0,"eos_token_id":1}"#;
+const ROBERTA_BASE: &str = r#"{"model_type":"roberta","vocab_size":50265,"hidden_size":768,"num_hidden_layers":12,
+"num_attention_heads":12,"intermediate_size":3072,"max_position_embeddings":514,"type_vocab_size":1,
+"layer_norm_eps":1e-5,"pad_token_id":1,"id2label":{"0":"nothate","1":"hate"}}"#;
+
+fn read_or<T: serde::de::DeserializeOwned>(path: &Option<PathBuf>, default: &str) -> Result<T> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: not a valid config", p.display()))
+        }
+        None => Ok(serde_json::from_str(default).expect("built-in config")),
+    }
+}
+
+fn random_ids<B: Backend>(rng: &mut rand::rngs::StdRng, batch: usize, len: usize, lo: i64, hi: i64, device: &B::Device) -> Tensor<B, 2, Int> {
+    let ids: Vec<i64> = (0..batch * len).map(|_| rng.random_range(lo..hi)).collect();
+    Tensor::from_data(TensorData::new(ids, [batch, len]), device)
+}
+
+fn median_secs(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let mut t: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+pub struct Bench(pub BenchArgs);
+
+impl Job for Bench {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let dev_name = format!("{:?}", a.device).to_lowercase();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut results = Vec::new();
+        let wants = |w: &str| a.what.iter().any(|x| x == w);
+        if a.what.iter().any(|w| w.starts_with("t5")) {
+            let c: T5Config = read_or(&a.t5_config, FLAN_T5_BASE)?;
+            c.validate().map_err(anyhow::Error::msg)?;
+            let model = T5ForConditionalGeneration::<B>::new(&c, &device);
+            for &batch in &a.batch {
+                let ids = random_ids::<B>(&mut rng, batch, a.prompt_len, 3, 32000, &device);
+                let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], &device);
+                if wants("t5-encoder") {
+                    let s = median_secs(a.repeats, || {
+                        let out = model.encode(ids.clone(), mask.clone());
+                        let _ = out.hidden.into_data();
+                    });
+                    results.push(BenchResult { name: "t5-encoder".into(), device: dev_name.clone(), batch, seconds_median: s, throughput: (batch * a.prompt_len) as f64 / s, unit: "prompt tokens/s" });
+                }
+                for (name, sample) in [("t5-greedy", false), ("t5-sample", true)] {
+                    if !wants(name) {
+                        continue;
+                    }
+                    let cfg = GenerationConfig {
+                        max_new_tokens: a.new_tokens,
+                        min_new_tokens: a.new_tokens,
+                        do_sample: sample,
+                        top_k: 0,
+                        top_p: 1.0,
+                        ..Default::default()
+                    };
+                    let mut grng = rand::rngs::StdRng::seed_from_u64(1);
+                    let s = median_secs(a.repeats, || {
+                        let out = generate(&model, ids.clone(), mask.clone(), &cfg, &mut grng);
+                        assert!(out.iter().all(|r| r.len() == a.new_tokens));
+                    });
+                    results.push(BenchResult { name: name.into(), device: dev_name.clone(), batch, seconds_median: s, throughput: (batch * a.new_tokens) as f64 / s, unit: "new tokens/s" });
+                }
+            }
+        }
+        if wants("roberta") {
+            let c: RobertaConfig = read_or(&a.roberta_config, ROBERTA_BASE)?;
+            c.validate().map_err(anyhow::Error::msg)?;
+            let model = RobertaForSequenceClassification::<B>::new(&c, &device);
+            let (b, l) = (a.roberta_batch, a.roberta_len);
+            let ids = random_ids::<B>(&mut rng, b, l, 3, 50000, &device);
+            let mask = Tensor::<B, 2, Int>::ones([b, l], &device);
+            let s = median_secs(a.repeats, || {
+                let _ = model.forward(ids.clone(), mask.clone()).into_data();
+            });
+            results.push(BenchResult { name: format!("roberta-{b}x{l}"), device: dev_name.clone(), batch: b, seconds_median: s, throughput: b as f64 / s, unit: "sequences/s" });
+        }
+        let mut sink = match &a.jsonl {
+            Some(p) => Some(
+                std::fs::OpenOptions::new().create(true).append(true).open(p)
+                    .with_context(|| format!("cannot open {}", p.display()))?,
+            ),
+            None => None,
+        };
+        for r in &results {
+            println!("{:<16} {:>5} batch {:>3}  {:>9.3} s  {:>9.2} {}", r.name, r.device, r.batch, r.seconds_median, r.throughput, r.unit);
+            if let Some(f) = sink.as_mut() {
+                use std::io::Write;
+                writeln!(f, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Ok(())
+    }
+}
