@@ -27,9 +27,13 @@ pub fn run_on<J: Job>(kind: DeviceKind, job: J) -> Result<J::Output> {
     match kind {
         DeviceKind::Cpu => job.run::<Cpu>(burn::backend::ndarray::NdArrayDevice::Cpu),
         #[cfg(feature = "wgpu")]
-        DeviceKind::Wgpu => job.run::<burn::backend::Wgpu>(burn::backend::wgpu::WgpuDevice::default()),
+        DeviceKind::Wgpu => {
+            job.run::<burn::backend::Wgpu>(burn::backend::wgpu::WgpuDevice::default())
+        }
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => job.run::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice::default()),
+        DeviceKind::Cuda => {
+            job.run::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice::default())
+        }
         #[allow(unreachable_patterns)]
         other => {
             let name = format!("{other:?}").to_lowercase();

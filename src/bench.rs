@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use crate::backend::{DeviceKind, Job};
 use detox_generate::{generate, GenerationConfig};
-use detox_models::{RobertaConfig, RobertaForSequenceClassification, T5Config, T5ForConditionalGeneration};
+use detox_models::{
+    RobertaConfig, RobertaForSequenceClassification, T5Config, T5ForConditionalGeneration,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -24,7 +26,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub roberta_config: Option<PathBuf>,
     /// Which benchmarks: t5-encoder, t5-greedy, t5-sample, roberta (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "t5-encoder,t5-greedy,t5-sample,roberta")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "t5-encoder,t5-greedy,t5-sample,roberta"
+    )]
     pub what: Vec<String>,
     /// Batch sizes for the T5 benchmarks.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
@@ -66,14 +72,23 @@ const ROBERTA_BASE: &str = r#"{"model_type":"roberta","vocab_size":50265,"hidden
 fn read_or<T: serde::de::DeserializeOwned>(path: &Option<PathBuf>, default: &str) -> Result<T> {
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}: not a valid config", p.display()))
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a valid config", p.display()))
         }
         None => Ok(serde_json::from_str(default).expect("built-in config")),
     }
 }
 
-fn random_ids<B: Backend>(rng: &mut rand::rngs::StdRng, batch: usize, len: usize, lo: i64, hi: i64, device: &B::Device) -> Tensor<B, 2, Int> {
+fn random_ids<B: Backend>(
+    rng: &mut rand::rngs::StdRng,
+    batch: usize,
+    len: usize,
+    lo: i64,
+    hi: i64,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
     let ids: Vec<i64> = (0..batch * len).map(|_| rng.random_range(lo..hi)).collect();
     Tensor::from_data(TensorData::new(ids, [batch, len]), device)
 }
@@ -114,7 +129,14 @@ impl Job for Bench {
                         let out = model.encode(ids.clone(), mask.clone());
                         let _ = out.hidden.into_data();
                     });
-                    results.push(BenchResult { name: "t5-encoder".into(), device: dev_name.clone(), batch, seconds_median: s, throughput: (batch * a.prompt_len) as f64 / s, unit: "prompt tokens/s" });
+                    results.push(BenchResult {
+                        name: "t5-encoder".into(),
+                        device: dev_name.clone(),
+                        batch,
+                        seconds_median: s,
+                        throughput: (batch * a.prompt_len) as f64 / s,
+                        unit: "prompt tokens/s",
+                    });
                 }
                 for (name, sample) in [("t5-greedy", false), ("t5-sample", true)] {
                     if !wants(name) {
@@ -133,7 +155,14 @@ impl Job for Bench {
                         let out = generate(&model, ids.clone(), mask.clone(), &cfg, &mut grng);
                         assert!(out.iter().all(|r| r.len() == a.new_tokens));
                     });
-                    results.push(BenchResult { name: name.into(), device: dev_name.clone(), batch, seconds_median: s, throughput: (batch * a.new_tokens) as f64 / s, unit: "new tokens/s" });
+                    results.push(BenchResult {
+                        name: name.into(),
+                        device: dev_name.clone(),
+                        batch,
+                        seconds_median: s,
+                        throughput: (batch * a.new_tokens) as f64 / s,
+                        unit: "new tokens/s",
+                    });
                 }
             }
         }
@@ -147,17 +176,30 @@ impl Job for Bench {
             let s = median_secs(a.repeats, || {
                 let _ = model.forward(ids.clone(), mask.clone()).into_data();
             });
-            results.push(BenchResult { name: format!("roberta-{b}x{l}"), device: dev_name.clone(), batch: b, seconds_median: s, throughput: b as f64 / s, unit: "sequences/s" });
+            results.push(BenchResult {
+                name: format!("roberta-{b}x{l}"),
+                device: dev_name.clone(),
+                batch: b,
+                seconds_median: s,
+                throughput: b as f64 / s,
+                unit: "sequences/s",
+            });
         }
         let mut sink = match &a.jsonl {
             Some(p) => Some(
-                std::fs::OpenOptions::new().create(true).append(true).open(p)
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
                     .with_context(|| format!("cannot open {}", p.display()))?,
             ),
             None => None,
         };
         for r in &results {
-            println!("{:<16} {:>5} batch {:>3}  {:>9.3} s  {:>9.2} {}", r.name, r.device, r.batch, r.seconds_median, r.throughput, r.unit);
+            println!(
+                "{:<16} {:>5} batch {:>3}  {:>9.3} s  {:>9.2} {}",
+                r.name, r.device, r.batch, r.seconds_median, r.throughput, r.unit
+            );
             if let Some(f) = sink.as_mut() {
                 use std::io::Write;
                 writeln!(f, "{}", serde_json::to_string(r)?)?;

@@ -20,7 +20,11 @@ use detox_generate::GenerationConfig;
 use detox_hub::TextTokenizer;
 
 #[derive(Parser, Debug)]
-#[command(name = "detox", version, about = "FLAN-T5 summarization, fine-tuning and PPO detoxification in Rust")]
+#[command(
+    name = "detox",
+    version,
+    about = "FLAN-T5 summarization, fine-tuning and PPO detoxification in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,6 +49,9 @@ struct SummarizeArgs {
     /// Model directory (config.json, model.safetensors, tokenizer.json) or Hugging Face hub id.
     #[arg(long)]
     model: String,
+    /// A peft LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Text passed to the tokenizer as is.
     #[arg(long, conflicts_with_all = ["dialogue", "dialogue_file"])]
     prompt: Option<String>,
@@ -142,7 +149,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn int_tensor<B: Backend>(data: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
+fn int_tensor<B: Backend>(
+    data: Vec<i64>,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
@@ -158,7 +169,8 @@ impl SummarizeArgs {
                 return Ok(p.clone());
             }
             (_, Some(d), _) => d.clone(),
-            (_, _, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+            (_, _, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?,
             _ => bail!("give one of --prompt, --dialogue or --dialogue-file"),
         };
         if dialogue.trim().is_empty() {
@@ -167,7 +179,10 @@ impl SummarizeArgs {
         if self.shots == 0 {
             return Ok(prompt::zero_shot(&dialogue));
         }
-        let path = self.examples.as_ref().expect("clap requires --examples with --shots");
+        let path = self
+            .examples
+            .as_ref()
+            .expect("clap requires --examples with --shots");
         let examples = prompt::read_examples(path, self.shots)?;
         Ok(prompt::few_shot(&examples, &dialogue))
     }
@@ -197,9 +212,14 @@ impl Job for Summarize {
         let gen = args.generation_config();
         gen.validate().map_err(anyhow::Error::msg)?;
         let dir = detox_hub::resolve_model(&args.model)?;
-        let model = detox_hub::load_t5::<B>(&dir, &device)?;
+        let mut model = detox_hub::load_t5::<B>(&dir, &device)?;
+        if let Some(adapter) = &args.adapter {
+            let names = detox_hub::t5_name_map(&model.config);
+            detox_hub::load_adapter(&mut model, adapter, &names, &device)?;
+        }
         let c = &model.config;
-        let tokenizer = TextTokenizer::from_dir(&dir, c.pad_token_id, args.max_source_length, c.vocab_size)?;
+        let tokenizer =
+            TextTokenizer::from_dir(&dir, c.pad_token_id, args.max_source_length, c.vocab_size)?;
 
         let start = Instant::now();
         let batch = tokenizer.encode_batch(&[prompt])?;
@@ -243,11 +263,17 @@ impl Job for Score {
         let dir = detox_hub::resolve_model(&args.model)?;
         let model = detox_hub::load_roberta::<B>(&dir, &device)?;
         let c = &model.config;
-        let tokenizer = TextTokenizer::from_dir(&dir, c.pad_token_id, c.max_input_len(), c.vocab_size)?;
+        let tokenizer =
+            TextTokenizer::from_dir(&dir, c.pad_token_id, c.max_input_len(), c.vocab_size)?;
         let batch = tokenizer.encode_batch(&args.texts)?;
         let ids = int_tensor::<B>(batch.ids, [batch.batch, batch.len], &device);
         let mask = int_tensor::<B>(batch.mask, [batch.batch, batch.len], &device);
-        let logits: Vec<f32> = model.forward(ids, mask).into_data().convert::<f32>().into_vec().expect("float logits");
+        let logits: Vec<f32> = model
+            .forward(ids, mask)
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float logits");
         let n = model.labels.len();
         for (text, row) in args.texts.iter().zip(logits.chunks(n)) {
             let probs = detox_generate::logits::softmax(row);

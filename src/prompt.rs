@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 /// The zero-shot template of the lab; `{dialogue}` is replaced by the dialogue.
-pub const ZERO_SHOT_TEMPLATE: &str = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: ";
+pub const ZERO_SHOT_TEMPLATE: &str =
+    "Summarize the following conversation.\n\n{dialogue}\n\nSummary: ";
 
 pub fn zero_shot(dialogue: &str) -> String {
     ZERO_SHOT_TEMPLATE.replace("{dialogue}", dialogue)
@@ -16,17 +17,26 @@ pub fn zero_shot(dialogue: &str) -> String {
 pub fn few_shot(examples: &[(String, String)], dialogue: &str) -> String {
     let mut prompt = String::new();
     for (d, s) in examples {
-        prompt.push_str(&format!("\nDialogue:\n\n{d}\n\nWhat was going on?\n{s}\n\n\n"));
+        prompt.push_str(&format!(
+            "\nDialogue:\n\n{d}\n\nWhat was going on?\n{s}\n\n\n"
+        ));
     }
-    prompt.push_str(&format!("\nDialogue:\n\n{dialogue}\n\nWhat was going on?\n"));
+    prompt.push_str(&format!(
+        "\nDialogue:\n\n{dialogue}\n\nWhat was going on?\n"
+    ));
     prompt
 }
 
 /// The first `n` `(dialogue, summary)` pairs of a DialogSum-style JSONL file.
 pub fn read_examples(path: &Path, n: usize) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         if out.len() == n {
             break;
         }
@@ -34,13 +44,21 @@ pub fn read_examples(path: &Path, n: usize) -> Result<Vec<(String, String)>> {
             .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
         let field = |name: &str| -> Result<String> {
             v[name].as_str().map(str::to_string).with_context(|| {
-                format!("{}:{}: missing string field `{name}`", path.display(), i + 1)
+                format!(
+                    "{}:{}: missing string field `{name}`",
+                    path.display(),
+                    i + 1
+                )
             })
         };
         out.push((field("dialogue")?, field("summary")?));
     }
     if out.len() < n {
-        bail!("{}: asked for {n} examples but the file has {}", path.display(), out.len());
+        bail!(
+            "{}: asked for {n} examples but the file has {}",
+            path.display(),
+            out.len()
+        );
     }
     Ok(out)
 }

@@ -7,7 +7,10 @@ use std::process::Command;
 use common::{fixtures, Reference};
 
 fn detox(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_detox")).args(args).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_detox"))
+        .args(args)
+        .output()
+        .expect("runs")
 }
 
 fn fixture(name: &str) -> String {
@@ -19,8 +22,21 @@ fn summarize_json_gives_transformers_greedy_ids() {
     for name in ["t5-tiny", "t5-tiny-bf16", "t5-tiny-relu"] {
         let r = Reference::load(name);
         let prompt = r.meta["cli_prompt"].as_str().unwrap();
-        let out = detox(&["summarize", "--model", &fixture(name), "--prompt", prompt, "--max-new-tokens", "20", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = detox(&[
+            "summarize",
+            "--model",
+            &fixture(name),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "20",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
         assert_eq!(v["token_ids"], r.meta["cli_greedy_ids"], "{name}");
         let prompt_ids = r.meta["cli_prompt_ids"].as_array().unwrap().len();
@@ -33,10 +49,27 @@ fn summarize_json_gives_transformers_greedy_ids() {
 fn summarize_sampling_is_reproducible_with_a_seed() {
     let run = |seed: &str| {
         let out = detox(&[
-            "summarize", "--model", &fixture("t5-tiny"), "--dialogue", "#Person1#: Hi. #Person2#: Hello.",
-            "--do-sample", "--top-k", "0", "--top-p", "0.9", "--temperature", "1.5", "--seed", seed, "--json",
+            "summarize",
+            "--model",
+            &fixture("t5-tiny"),
+            "--dialogue",
+            "#Person1#: Hi. #Person2#: Hello.",
+            "--do-sample",
+            "--top-k",
+            "0",
+            "--top-p",
+            "0.9",
+            "--temperature",
+            "1.5",
+            "--seed",
+            seed,
+            "--json",
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["token_ids"].clone()
     };
@@ -47,13 +80,25 @@ fn summarize_sampling_is_reproducible_with_a_seed() {
 fn score_json_gives_transformers_logits_per_text() {
     let r = Reference::load("roberta-tiny");
     let texts: Vec<String> = serde_json::from_value(r.meta["score_texts"].clone()).unwrap();
-    let mut args = vec!["score".to_string(), "--model".into(), fixture("roberta-tiny"), "--json".into()];
+    let mut args = vec![
+        "score".to_string(),
+        "--model".into(),
+        fixture("roberta-tiny"),
+        "--json".into(),
+    ];
     for t in &texts {
         args.push("--text".into());
         args.push(t.clone());
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_detox")).args(&args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_detox"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -65,7 +110,8 @@ fn score_json_gives_transformers_logits_per_text() {
         assert_eq!(v["labels"], serde_json::json!(["nothate", "hate"]));
         for key in ["logits", "probs"] {
             let got: Vec<f32> = serde_json::from_value(v[key].clone()).unwrap();
-            let want: Vec<f32> = serde_json::from_value(r.meta[format!("score_{key}")][i].clone()).unwrap();
+            let want: Vec<f32> =
+                serde_json::from_value(r.meta[format!("score_{key}")][i].clone()).unwrap();
             common::assert_slices_close(key, &got, &want, 1e-4);
         }
     }
@@ -74,7 +120,11 @@ fn score_json_gives_transformers_logits_per_text() {
 #[test]
 fn inspect_reports_architecture_parameters_and_dtype() {
     let out = detox(&["inspect", "--model", &fixture("t5-tiny-bf16"), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["dtypes"], serde_json::json!(["BF16"]));
     assert_eq!(v["files"].as_array().unwrap().len(), 4);
@@ -84,7 +134,13 @@ fn inspect_reports_architecture_parameters_and_dtype() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t[2].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+        .map(|t| {
+            t[2].as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+        })
         .sum();
     assert_eq!(v["parameters"].as_u64().unwrap(), on_disk);
 }
@@ -92,17 +148,68 @@ fn inspect_reports_architecture_parameters_and_dtype() {
 #[test]
 fn bad_inputs_exit_nonzero_with_one_clear_error() {
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["summarize".into(), "--model".into(), fixture("t5-tiny"), "--prompt".into(), "   ".into()], "empty"),
-        (vec!["summarize".into(), "--model".into(), "/nonexistent/dir/x".into(), "--prompt".into(), "hi".into()], "/nonexistent/dir/x"),
-        (vec!["summarize".into(), "--model".into(), fixture("roberta-tiny"), "--prompt".into(), "hi".into()], "config.json"),
-        (vec!["score".into(), "--model".into(), fixture("roberta-tiny"), "--text".into(), "".into()], "empty"),
-        (vec!["summarize".into(), "--model".into(), fixture("t5-tiny"), "--dialogue-file".into(), "/nonexistent.txt".into()], "/nonexistent.txt"),
+        (
+            vec![
+                "summarize".into(),
+                "--model".into(),
+                fixture("t5-tiny"),
+                "--prompt".into(),
+                "   ".into(),
+            ],
+            "empty",
+        ),
+        (
+            vec![
+                "summarize".into(),
+                "--model".into(),
+                "/nonexistent/dir/x".into(),
+                "--prompt".into(),
+                "hi".into(),
+            ],
+            "/nonexistent/dir/x",
+        ),
+        (
+            vec![
+                "summarize".into(),
+                "--model".into(),
+                fixture("roberta-tiny"),
+                "--prompt".into(),
+                "hi".into(),
+            ],
+            "config.json",
+        ),
+        (
+            vec![
+                "score".into(),
+                "--model".into(),
+                fixture("roberta-tiny"),
+                "--text".into(),
+                "".into(),
+            ],
+            "empty",
+        ),
+        (
+            vec![
+                "summarize".into(),
+                "--model".into(),
+                fixture("t5-tiny"),
+                "--dialogue-file".into(),
+                "/nonexistent.txt".into(),
+            ],
+            "/nonexistent.txt",
+        ),
     ];
     for (args, needle) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_detox")).args(&args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_detox"))
+            .args(&args)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
-        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }

@@ -21,7 +21,11 @@ fn config_dir(name: &str) -> PathBuf {
     // parameter counting (from shapes) is exercised.
     let dir = std::env::temp_dir().join(format!("detox-config-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixtures().join(format!("configs/{name}.json")), dir.join("config.json")).unwrap();
+    std::fs::copy(
+        fixtures().join(format!("configs/{name}.json")),
+        dir.join("config.json"),
+    )
+    .unwrap();
     dir
 }
 
@@ -34,7 +38,11 @@ fn real_configs_parse_and_count_parameters_like_transformers() {
         c.validate().unwrap();
         let model = detox_models::T5ForConditionalGeneration::<Cpu>::new(&c, &device);
         use burn::module::Module;
-        assert_eq!(model.num_params() as u64, counts[name]["total"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            model.num_params() as u64,
+            counts[name]["total"].as_u64().unwrap(),
+            "{name}"
+        );
     }
     let c: RobertaConfig = detox_hub::read_config(&config_dir("roberta-hate-speech")).unwrap();
     c.validate().unwrap();
@@ -78,10 +86,15 @@ fn missing_config_is_an_error_naming_the_file() {
 fn unknown_feed_forward_proj_is_refused() {
     let dir = scratch_copy("t5-tiny", "ffproj");
     let p = dir.join("config.json");
-    let text = std::fs::read_to_string(&p).unwrap().replace("gated-gelu", "gated-mystery");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("gated-gelu", "gated-mystery");
     std::fs::write(&p, text).unwrap();
     let e = t5_error(&dir);
-    assert!(e.contains("feed_forward_proj") && e.contains("gated-mystery"), "{e}");
+    assert!(
+        e.contains("feed_forward_proj") && e.contains("gated-mystery"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -101,7 +114,10 @@ fn truncated_safetensors_is_an_error_naming_the_file() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
     let e = t5_error(&dir);
-    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
     std::fs::write(&p, b"garbage").unwrap();
     let e = t5_error(&dir);
     assert!(e.contains("model.safetensors"), "{e}");
@@ -111,13 +127,20 @@ fn truncated_safetensors_is_an_error_naming_the_file() {
 fn checkpoint_that_does_not_fit_the_config_lists_names_and_shapes() {
     let dir = scratch_copy("t5-tiny", "shape");
     let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     v["d_ff"] = serde_json::json!(96);
     v["num_decoder_layers"] = serde_json::json!(4);
     std::fs::write(&p, v.to_string()).unwrap();
     let e = t5_error(&dir);
-    assert!(e.contains("missing tensors") && e.contains("decoder.block.3."), "{e}");
-    assert!(e.contains("mis-shaped tensors") && e.contains("DenseReluDense.wi_0.weight"), "{e}");
+    assert!(
+        e.contains("missing tensors") && e.contains("decoder.block.3."),
+        "{e}"
+    );
+    assert!(
+        e.contains("mis-shaped tensors") && e.contains("DenseReluDense.wi_0.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -125,18 +148,24 @@ fn extra_tensor_is_reported_as_unexpected() {
     let dir = scratch_copy("t5-tiny-relu", "unexpected");
     // The relu fixture is tied; claim it is untied with fewer layers so block 1 tensors are extra.
     let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     v["num_layers"] = serde_json::json!(1);
     v["num_decoder_layers"] = serde_json::json!(3);
     std::fs::write(&p, v.to_string()).unwrap();
     let e = t5_error(&dir);
-    assert!(e.contains("unexpected tensors") && e.contains("encoder.block.1."), "{e}");
+    assert!(
+        e.contains("unexpected tensors") && e.contains("encoder.block.1."),
+        "{e}"
+    );
 }
 
 #[test]
 fn tokenizer_whose_vocab_does_not_fit_the_model_is_refused() {
     let dir = fixtures().join("t5-tiny");
-    let e = detox_hub::TextTokenizer::from_dir(&dir, 0, 512, 100).err().expect("must refuse");
+    let e = detox_hub::TextTokenizer::from_dir(&dir, 0, 512, 100)
+        .err()
+        .expect("must refuse");
     assert!(e.to_string().contains("vocab_size is 100"), "{e}");
 }
 

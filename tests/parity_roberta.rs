@@ -47,18 +47,30 @@ fn roberta_scores_texts_like_transformers() {
     let r = Reference::load("roberta-tiny");
     let device = Default::default();
     let model = load::<Cpu>(&device);
-    assert_eq!(model.labels, vec!["nothate".to_string(), "hate".to_string()]);
+    assert_eq!(
+        model.labels,
+        vec!["nothate".to_string(), "hate".to_string()]
+    );
     let dir = fixtures().join("roberta-tiny");
     let c = &model.config;
-    let tok = detox_hub::TextTokenizer::from_dir(&dir, c.pad_token_id, c.max_input_len(), c.vocab_size).unwrap();
+    let tok =
+        detox_hub::TextTokenizer::from_dir(&dir, c.pad_token_id, c.max_input_len(), c.vocab_size)
+            .unwrap();
     let texts: Vec<String> = serde_json::from_value(r.meta["score_texts"].clone()).unwrap();
     let want_ids: Vec<Vec<u32>> = serde_json::from_value(r.meta["score_ids"].clone()).unwrap();
-    let want_logits: Vec<Vec<f32>> = serde_json::from_value(r.meta["score_logits"].clone()).unwrap();
+    let want_logits: Vec<Vec<f32>> =
+        serde_json::from_value(r.meta["score_logits"].clone()).unwrap();
     // All texts in one padded batch must give each text's own (unpadded) logits.
     let batch = tok.encode_batch(&texts).unwrap();
     assert_eq!(batch.rows, want_ids);
-    let ids = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(batch.ids, [batch.batch, batch.len]), &device);
-    let mask = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(batch.mask, [batch.batch, batch.len]), &device);
+    let ids = Tensor::<Cpu, 2, Int>::from_data(
+        TensorData::new(batch.ids, [batch.batch, batch.len]),
+        &device,
+    );
+    let mask = Tensor::<Cpu, 2, Int>::from_data(
+        TensorData::new(batch.mask, [batch.batch, batch.len]),
+        &device,
+    );
     let got: Vec<f32> = model.forward(ids, mask).into_data().into_vec().unwrap();
     let want: Vec<f32> = want_logits.concat();
     assert_slices_close("score logits", &got, &want, TOL);
@@ -68,7 +80,9 @@ fn roberta_scores_texts_like_transformers() {
 #[test]
 fn wgpu_roberta_layers_match_transformers() {
     if !common::wgpu_enabled() {
-        eprintln!("skipped: set DETOX_TEST_WGPU=1 to run the wgpu parity subset (needs a Vulkan adapter)");
+        eprintln!(
+            "skipped: set DETOX_TEST_WGPU=1 to run the wgpu parity subset (needs a Vulkan adapter)"
+        );
         return;
     }
     layers::<burn::backend::Wgpu>(&burn::backend::wgpu::WgpuDevice::default());

@@ -35,9 +35,16 @@ fn layers<B: Backend>(name: &str, device: &B::Device) {
     let b0 = &model.encoder.block[0];
     let pb = b0.layer_0.SelfAttention.compute_bias(0, s, s, device);
     assert_close(&r, "enc_position_bias", pb.clone(), TOL);
-    assert_close(&r, "enc_block0_ln0_out", b0.layer_0.layer_norm.forward(emb.clone()), TOL);
+    assert_close(
+        &r,
+        "enc_block0_ln0_out",
+        b0.layer_0.layer_norm.forward(emb.clone()),
+        TOL,
+    );
     let mask_bias = additive_mask(mask.clone());
-    let l0 = b0.layer_0.forward(emb.clone(), pb + mask_bias.clone(), None);
+    let l0 = b0
+        .layer_0
+        .forward(emb.clone(), pb + mask_bias.clone(), None);
     assert_close(&r, "enc_block0_layer0_out", l0.clone(), TOL);
     assert_close(&r, "enc_block0_layer1_out", b0.layer_1.forward(l0), TOL);
     let (outs, _) = model.encoder.forward_all(emb, mask_bias);
@@ -53,7 +60,11 @@ fn layers<B: Backend>(name: &str, device: &B::Device) {
     let d0 = &model.decoder.block[0];
     let dpb = d0.layer_0.SelfAttention.compute_bias(0, t, t, device);
     assert_close(&r, "dec_position_bias", dpb.clone(), TOL);
-    let x = d0.layer_0.forward(demb.clone(), dpb + causal_mask_bias::<B>(0, t, t, device), None);
+    let x = d0.layer_0.forward(
+        demb.clone(),
+        dpb + causal_mask_bias::<B>(0, t, t, device),
+        None,
+    );
     assert_close(&r, "dec_block0_layer0_out", x.clone(), TOL);
     let kv = d0.layer_1.EncDecAttention.key_values(enc.hidden.clone());
     let x = d0.layer_1.forward(x, kv, enc.mask_bias.clone());
@@ -73,7 +84,10 @@ fn layers<B: Backend>(name: &str, device: &B::Device) {
 fn cached_decoding<B: Backend>(name: &str, device: &B::Device) {
     let r = Reference::load(name);
     let model = load::<B>(name, device);
-    let enc = model.encode(r.int::<B, 2>("input_ids", device), r.int::<B, 2>("attention_mask", device));
+    let enc = model.encode(
+        r.int::<B, 2>("input_ids", device),
+        r.int::<B, 2>("attention_mask", device),
+    );
     let dec = r.get("decoder_input_ids");
     let (b, t) = (dec.shape[0], dec.shape[1]);
     let v = model.config.vocab_size;
@@ -86,7 +100,8 @@ fn cached_decoding<B: Backend>(name: &str, device: &B::Device) {
         let logits = model.lm_logits(model.decode(ids, &enc, None, Some(&mut cache)));
         let logits: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
         for row in 0..b {
-            got[(row * t + step) * v..(row * t + step + 1) * v].copy_from_slice(&logits[row * v..(row + 1) * v]);
+            got[(row * t + step) * v..(row * t + step + 1) * v]
+                .copy_from_slice(&logits[row * v..(row + 1) * v]);
         }
     }
     assert_slices_close("cached logits", &got, &r.get("logits").f32, TOL);
@@ -98,8 +113,18 @@ fn greedy<B: Backend>(name: &str, device: &B::Device) {
     let model = load::<B>(name, device);
     let pad = model.config.pad_token_id as i64;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    for (key, min_new) in [("greedy_ids", 0), ("greedy_min_ids", r.meta["min_new_tokens"].as_u64().unwrap() as usize)] {
-        let cfg = GenerationConfig { max_new_tokens: 20, min_new_tokens: min_new, ..Default::default() };
+    for (key, min_new) in [
+        ("greedy_ids", 0),
+        (
+            "greedy_min_ids",
+            r.meta["min_new_tokens"].as_u64().unwrap() as usize,
+        ),
+    ] {
+        let cfg = GenerationConfig {
+            max_new_tokens: 20,
+            min_new_tokens: min_new,
+            ..Default::default()
+        };
         let out = generate(
             &model,
             r.int::<B, 2>("input_ids", device),
@@ -170,7 +195,9 @@ fn cli_prompt_tokenizes_like_transformers() {
 #[test]
 fn wgpu_t5_layers_and_greedy_match_transformers() {
     if !common::wgpu_enabled() {
-        eprintln!("skipped: set DETOX_TEST_WGPU=1 to run the wgpu parity subset (needs a Vulkan adapter)");
+        eprintln!(
+            "skipped: set DETOX_TEST_WGPU=1 to run the wgpu parity subset (needs a Vulkan adapter)"
+        );
         return;
     }
     let device = burn::backend::wgpu::WgpuDevice::default();

@@ -12,7 +12,7 @@ deterministic.
 Every number stored as an *output* is computed by trl's (or torch's) OWN code:
 
 * trl.core: logprobs_from_logits, entropy_from_logits, masked_mean, masked_var,
-  masked_whiten, clip_by_value, stack_dicts, flatten_dict (through `loss`)
+  masked_whiten, whiten, clip_by_value, stack_dicts, flatten_dict (through `loss`)
 * trl.trainer.ppo_trainer.PPOTrainer: compute_rewards (+ _kl_penalty), compute_advantages,
   loss, record_step_stats, batched_forward_pass -- called as unbound methods on a small
   stand-in object carrying only the attributes they read (`config=PPOConfig(...)`,
@@ -26,7 +26,7 @@ flat row-major; non-finite floats are written as the strings "NaN", "Infinity",
 
 * core.json        logprobs / entropy / masked_mean (all, axis 0, axis 1) / masked_var
                    (unbiased and not; single-token mask -> NaN; empty mask -> error) /
-                   masked_whiten (shift_mean true/false) / clip_by_value
+                   masked_whiten (shift_mean true/false) / clip_by_value / whiten (unmasked)
 * rewards.json     compute_rewards for kl_penalty kl, abs, mse, full (full: from logits, as
                    PPOTrainer.step does), two kl coefficients
 * advantages.json  compute_advantages for (gamma, lam, whiten_rewards) combinations
@@ -106,6 +106,7 @@ from trl.core import (  # noqa: E402
     masked_var,
     masked_whiten,
     stack_dicts,
+    whiten,
 )
 from trl.trainer.ppo_config import PPOConfig  # noqa: E402
 from trl.trainer.ppo_trainer import PPOTrainer  # noqa: E402
@@ -240,6 +241,8 @@ def make_core():
         "masked_whiten_shift": ten(masked_whiten(x, mask, shift_mean=True)),
         "masked_whiten_noshift": ten(masked_whiten(x, mask, shift_mean=False)),
         "clip_by_value": ten(clip_by_value(x, lo, hi)),
+        "whiten_shift": ten(whiten(x, shift_mean=True)),
+        "whiten_noshift": ten(whiten(x, shift_mean=False)),
     }
     dump("core.json", out)
 

@@ -26,23 +26,35 @@ pub struct Reference {
 impl Reference {
     pub fn load(name: &str) -> Self {
         let dir = fixtures().join("reference");
-        let bytes = std::fs::read(dir.join(format!("{name}.safetensors"))).expect("reference tensors");
+        let bytes =
+            std::fs::read(dir.join(format!("{name}.safetensors"))).expect("reference tensors");
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
         let mut tensors = HashMap::new();
         for (k, v) in st.tensors() {
             let data = v.data();
             let (f32s, i64s) = match v.dtype() {
                 safetensors::Dtype::F32 => (
-                    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                    data.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
                     vec![],
                 ),
                 safetensors::Dtype::I64 => (
                     vec![],
-                    data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+                    data.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
                 ),
                 other => panic!("unexpected dtype {other:?} for {k}"),
             };
-            tensors.insert(k.to_string(), RefTensor { shape: v.shape().to_vec(), f32: f32s, i64: i64s });
+            tensors.insert(
+                k.to_string(),
+                RefTensor {
+                    shape: v.shape().to_vec(),
+                    f32: f32s,
+                    i64: i64s,
+                },
+            );
         }
         let meta = serde_json::from_str(
             &std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("reference json"),
@@ -52,10 +64,16 @@ impl Reference {
     }
 
     pub fn get(&self, name: &str) -> &RefTensor {
-        self.tensors.get(name).unwrap_or_else(|| panic!("reference has no tensor {name}"))
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("reference has no tensor {name}"))
     }
 
-    pub fn int<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D, Int> {
+    pub fn int<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        device: &B::Device,
+    ) -> Tensor<B, D, Int> {
         let t = self.get(name);
         Tensor::from_data(TensorData::new(t.i64.clone(), t.shape.clone()), device)
     }
@@ -69,7 +87,12 @@ impl Reference {
 
 /// Asserts `ours` equals the reference `name` in shape and to `tol` relative error
 /// (max |a - b| over max |b|).
-pub fn assert_close<B: Backend, const D: usize>(r: &Reference, name: &str, ours: Tensor<B, D>, tol: f32) {
+pub fn assert_close<B: Backend, const D: usize>(
+    r: &Reference,
+    name: &str,
+    ours: Tensor<B, D>,
+    tol: f32,
+) {
     let want = r.get(name);
     assert_eq!(ours.dims().to_vec(), want.shape, "{name}: shape");
     let got: Vec<f32> = ours.into_data().convert::<f32>().into_vec().unwrap();
@@ -82,7 +105,10 @@ pub fn assert_slices_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     let (mut worst, mut at) = (0f32, 0);
     for (i, (a, b)) in got.iter().zip(want).enumerate() {
         let d = (a - b).abs();
-        assert!(d.is_finite(), "{name}: non-finite value at {i}: got {a}, want {b}");
+        assert!(
+            d.is_finite(),
+            "{name}: non-finite value at {i}: got {a}, want {b}"
+        );
         if d > worst {
             worst = d;
             at = i;

@@ -143,7 +143,10 @@ pub fn generate<B: Backend>(
         }
         if keep.len() < n {
             let rows = Tensor::<B, 1, Int>::from_data(
-                TensorData::new(keep.iter().map(|&i| i as i64).collect::<Vec<_>>(), [keep.len()]),
+                TensorData::new(
+                    keep.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [keep.len()],
+                ),
                 &device,
             );
             encoder = encoder.select_rows(rows.clone());

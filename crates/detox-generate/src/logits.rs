@@ -25,7 +25,10 @@ pub fn warp_logits(logits: &mut [f32], temperature: f64, top_k: usize, top_p: f6
         let mut sorted: Vec<f32> = logits.to_vec();
         sorted.sort_unstable_by(|a, b| b.total_cmp(a));
         let kth = sorted[top_k - 1];
-        logits.iter_mut().filter(|v| **v < kth).for_each(|v| *v = f32::NEG_INFINITY);
+        logits
+            .iter_mut()
+            .filter(|v| **v < kth)
+            .for_each(|v| *v = f32::NEG_INFINITY);
     }
     if top_p < 1.0 {
         // Ascending order, as transformers sorts; a stable sort keeps index order on ties.

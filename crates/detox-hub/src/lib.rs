@@ -1,13 +1,15 @@
 //! Hugging Face model directories: `config.json`, safetensors weights, `tokenizer.json`, and hub
 //! downloads into the standard HF cache.
 
+pub mod adapter;
 pub mod models;
 pub mod tokenizer;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
 
-pub use models::{load_roberta, load_t5, read_config, ModelInfo};
+pub use adapter::{load_adapter, read_adapter_config, save_adapter};
+pub use models::{load_roberta, load_t5, read_config, roberta_name_map, t5_name_map, ModelInfo};
 pub use tokenizer::{EncodedBatch, TextTokenizer};
 pub use weights::{read_safetensors_header, weight_files, TensorInfo};
 
@@ -17,7 +19,6 @@ pub enum HubError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("{path}: {msg}")]
@@ -55,7 +56,9 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf, HubError> {
     let looks_like_id = arg.split('/').count() <= 2
         && !arg.starts_with('.')
         && !arg.starts_with('/')
-        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
     if !looks_like_id {
         return Err(HubError::Config {
             path: path.to_path_buf(),
@@ -76,7 +79,11 @@ fn download(id: &str) -> Result<PathBuf, HubError> {
         .map_err(|e| err(&e))?;
     let repo = api.model(id.to_string());
     let config = repo.get("config.json").map_err(|e| err(&e))?;
-    for optional in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+    for optional in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         let _ = repo.get(optional);
     }
     match repo.get("model.safetensors") {
@@ -98,5 +105,8 @@ fn download(id: &str) -> Result<PathBuf, HubError> {
             }
         }
     }
-    Ok(config.parent().expect("cached file has a parent").to_path_buf())
+    Ok(config
+        .parent()
+        .expect("cached file has a parent")
+        .to_path_buf())
 }

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
-use detox_models::{RobertaConfig, RobertaForSequenceClassification, T5Config, T5ForConditionalGeneration};
+use detox_models::{
+    RobertaConfig, RobertaForSequenceClassification, T5Config, T5ForConditionalGeneration,
+};
 use serde::de::DeserializeOwned;
 
 use crate::weights::{load_into, read_safetensors_header, weight_files, NameMap, TensorInfo};
@@ -51,6 +53,26 @@ pub fn t5_name_map(config: &T5Config) -> NameMap {
     }
 }
 
+/// Ours → HF T5 names (for saving).
+pub fn t5_name_map_to_hf() -> NameMap {
+    NameMap {
+        remap: vec![(r"\.layer_(\d+)\.".into(), ".layer.$1.".into())],
+        ignore: vec![],
+    }
+}
+
+/// Ours → HF RoBERTa names (for saving).
+pub fn roberta_name_map_to_hf() -> NameMap {
+    NameMap {
+        remap: vec![
+            (r"\.attention\.self_\.".into(), ".attention.self.".into()),
+            (r"LayerNorm\.gamma$".into(), "LayerNorm.weight".into()),
+            (r"LayerNorm\.beta$".into(), "LayerNorm.bias".into()),
+        ],
+        ignore: vec![],
+    }
+}
+
 /// HF RoBERTa names → ours: `attention.self` is `attention.self_`, and burn's `LayerNorm` calls
 /// its parameters `gamma`/`beta` (torch: `weight`/`bias`). The position-id buffer and an
 /// unused pooler (not part of `RobertaForSequenceClassification`) are skipped, as transformers does.
@@ -69,7 +91,10 @@ pub fn roberta_name_map() -> NameMap {
 }
 
 /// Loads a T5 checkpoint directory.
-pub fn load_t5<B: Backend>(dir: &Path, device: &B::Device) -> Result<T5ForConditionalGeneration<B>, HubError> {
+pub fn load_t5<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<T5ForConditionalGeneration<B>, HubError> {
     let config: T5Config = read_config(dir)?;
     config.validate().map_err(|m| config_error(dir, m))?;
     let files = weight_files(dir)?;
@@ -116,7 +141,10 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
                 c.d_model, c.num_heads, c.d_kv, c.d_ff, c.feed_forward_proj, c.num_layers, c.decoder_layers(), c.vocab_size,
                 if c.tie_word_embeddings { "tied" } else { "untied" }
             );
-            (arch, T5ForConditionalGeneration::<Cpu>::new(&c, &device).num_params())
+            (
+                arch,
+                T5ForConditionalGeneration::<Cpu>::new(&c, &device).num_params(),
+            )
         }
         "roberta" => {
             let c: RobertaConfig = read_config(dir)?;
@@ -126,7 +154,10 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
                 "RobertaForSequenceClassification: hidden {}, {} layers, {} heads, intermediate {}, vocab {}, labels {:?}",
                 c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.vocab_size, labels
             );
-            (arch, RobertaForSequenceClassification::<Cpu>::new(&c, &device).num_params())
+            (
+                arch,
+                RobertaForSequenceClassification::<Cpu>::new(&c, &device).num_params(),
+            )
         }
         other => {
             return Err(config_error(
@@ -148,7 +179,10 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
         architecture,
         parameters,
         dtypes,
-        tensors: tensors.into_iter().map(|t| (t.name, t.dtype, t.shape)).collect(),
+        tensors: tensors
+            .into_iter()
+            .map(|t| (t.name, t.dtype, t.shape))
+            .collect(),
         files: files.iter().map(|f| f.display().to_string()).collect(),
     })
 }

@@ -28,11 +28,21 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Loads `dir/tokenizer.json` and checks that its vocabulary fits `model_vocab`.
-    pub fn from_dir(dir: &Path, pad_id: u32, max_len: usize, model_vocab: usize) -> Result<Self, HubError> {
+    pub fn from_dir(
+        dir: &Path,
+        pad_id: u32,
+        max_len: usize,
+        model_vocab: usize,
+    ) -> Result<Self, HubError> {
         Self::from_file(&dir.join("tokenizer.json"), pad_id, max_len, model_vocab)
     }
 
-    pub fn from_file(path: &Path, pad_id: u32, max_len: usize, model_vocab: usize) -> Result<Self, HubError> {
+    pub fn from_file(
+        path: &Path,
+        pad_id: u32,
+        max_len: usize,
+        model_vocab: usize,
+    ) -> Result<Self, HubError> {
         if !path.is_file() {
             return Err(HubError::Tokenizer {
                 path: path.to_path_buf(),
@@ -98,10 +108,12 @@ impl TextTokenizer {
 
     /// Text of `ids`, special tokens skipped (`skip_special_tokens=True`).
     pub fn decode(&self, ids: &[u32]) -> Result<String, HubError> {
-        self.inner.decode(ids, true).map_err(|e| HubError::Tokenizer {
-            path: self.path.clone(),
-            msg: format!("cannot decode ids: {e}"),
-        })
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| HubError::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("cannot decode ids: {e}"),
+            })
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -125,10 +125,12 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HubError> {
             path: index.clone(),
             msg: format!("not valid JSON: {e}"),
         })?;
-        let map = v["weight_map"].as_object().ok_or_else(|| HubError::Weights {
-            path: index.clone(),
-            msg: "missing the `weight_map` object".into(),
-        })?;
+        let map = v["weight_map"]
+            .as_object()
+            .ok_or_else(|| HubError::Weights {
+                path: index.clone(),
+                msg: "missing the `weight_map` object".into(),
+            })?;
         let files: BTreeSet<String> = map
             .values()
             .map(|f| f.as_str().map(str::to_string))
@@ -156,7 +158,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HubError> {
 
 /// Widens f16/bf16 tensors to f32 (models compute in f32).
 #[derive(Debug, Clone, Default)]
-struct WidenToF32;
+pub struct WidenToF32;
 
 impl ModuleAdapter for WidenToF32 {
     fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
@@ -168,6 +170,50 @@ impl ModuleAdapter for WidenToF32 {
             Rc::new(move || Ok(data()?.convert_dtype(DType::F32))),
             DType::F32,
             snapshot.shape.clone(),
+            snapshot.path_stack.clone().unwrap_or_default(),
+            snapshot.container_stack.clone().unwrap_or_default(),
+            snapshot.tensor_id.unwrap_or_default(),
+        )
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// Transposes the `weight` of [`detox_models::LoraLinear`] layers between PyTorch's `[out, in]`
+/// and burn's `[in, out]` (burn-store's `PyTorchToBurnAdapter` only knows burn's own `Linear`).
+/// The transpose is its own inverse, so the same adapter serves loading and saving. Expects f32.
+#[derive(Debug, Clone, Default)]
+pub struct LoraLinearLayout;
+
+impl ModuleAdapter for LoraLinearLayout {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        let is_weight = snapshot
+            .path_stack
+            .as_ref()
+            .and_then(|p| p.last())
+            .is_some_and(|p| p == "weight");
+        let is_lora_linear = snapshot.module_type().as_deref() == Some("Struct:LoraLinear");
+        if !(is_weight && is_lora_linear && snapshot.shape.len() == 2) {
+            return snapshot.clone();
+        }
+        let (rows, cols) = (snapshot.shape[0], snapshot.shape[1]);
+        let data = snapshot.clone_data_fn();
+        TensorSnapshot::from_closure(
+            Rc::new(move || {
+                let d = data()?.convert_dtype(DType::F32);
+                let v: Vec<f32> = d.to_vec().expect("f32 data");
+                let mut t = vec![0f32; v.len()];
+                for r in 0..rows {
+                    for c in 0..cols {
+                        t[c * rows + r] = v[r * cols + c];
+                    }
+                }
+                Ok(burn::tensor::TensorData::new(t, [cols, rows]))
+            }),
+            DType::F32,
+            [cols, rows].into(),
             snapshot.path_stack.clone().unwrap_or_default(),
             snapshot.container_stack.clone().unwrap_or_default(),
             snapshot.tensor_id.unwrap_or_default(),
@@ -260,14 +306,20 @@ pub fn load_into<B: Backend, M: ModuleSnapshot<B>>(
             continue;
         }
         let mut store = SafetensorsStore::from_file(file)
-            .with_from_adapter(PyTorchToBurnAdapter.chain(WidenToF32))
+            .with_from_adapter(
+                WidenToF32
+                    .chain(PyTorchToBurnAdapter)
+                    .chain(LoraLinearLayout),
+            )
             .remap(remapper.clone())
             .allow_partial(true)
             .validate(false);
-        let result = module.load_from(&mut store).map_err(|e| HubError::Weights {
-            path: file.clone(),
-            msg: format!("cannot read tensors: {e}"),
-        })?;
+        let result = module
+            .load_from(&mut store)
+            .map_err(|e| HubError::Weights {
+                path: file.clone(),
+                msg: format!("cannot read tensors: {e}"),
+            })?;
         for e in result.errors {
             shape_errors.push(e.to_string());
         }

@@ -64,7 +64,10 @@ impl<B: Backend> KvCache<B> {
             None => Tensor::zeros([b, h, capacity, d], &device),
             Some(old) => {
                 let have = old.dims()[2];
-                Tensor::cat(vec![old, Tensor::zeros([b, h, capacity - have, d], &device)], 2)
+                Tensor::cat(
+                    vec![old, Tensor::zeros([b, h, capacity - have, d], &device)],
+                    2,
+                )
             }
         }
     }

@@ -107,7 +107,9 @@ impl T5Config {
     pub fn validate(&self) -> Result<(), String> {
         if let Some(t) = &self.model_type {
             if t != "t5" && t != "mt5" {
-                return Err(format!("model_type `{t}` is not a T5 model (expected `t5`)"));
+                return Err(format!(
+                    "model_type `{t}` is not a T5 model (expected `t5`)"
+                ));
             }
         }
         self.ff_activation()?;
@@ -118,7 +120,10 @@ impl T5Config {
             ("d_ff", self.d_ff),
             ("num_heads", self.num_heads),
             ("num_layers", self.num_layers),
-            ("relative_attention_num_buckets", self.relative_attention_num_buckets),
+            (
+                "relative_attention_num_buckets",
+                self.relative_attention_num_buckets,
+            ),
         ] {
             if v == 0 {
                 return Err(format!("`{name}` must be greater than 0"));
@@ -176,16 +181,20 @@ pub struct RobertaConfig {
 impl RobertaConfig {
     /// Label names ordered by class index (`LABEL_i` when the config has none, as transformers).
     pub fn labels(&self) -> Result<Vec<String>, String> {
-        let n = self
-            .num_labels
-            .unwrap_or(if self.id2label.is_empty() { 2 } else { self.id2label.len() });
+        let n = self.num_labels.unwrap_or(if self.id2label.is_empty() {
+            2
+        } else {
+            self.id2label.len()
+        });
         let mut labels: Vec<String> = (0..n).map(|i| format!("LABEL_{i}")).collect();
         for (k, v) in &self.id2label {
             let i: usize = k
                 .parse()
                 .map_err(|_| format!("id2label key `{k}` is not a class index"))?;
             if i >= n {
-                return Err(format!("id2label has index {i} but the model has {n} labels"));
+                return Err(format!(
+                    "id2label has index {i} but the model has {n} labels"
+                ));
             }
             labels[i] = v.clone();
         }
@@ -195,7 +204,9 @@ impl RobertaConfig {
     pub fn validate(&self) -> Result<(), String> {
         if let Some(t) = &self.model_type {
             if t != "roberta" && t != "xlm-roberta" {
-                return Err(format!("model_type `{t}` is not a RoBERTa model (expected `roberta`)"));
+                return Err(format!(
+                    "model_type `{t}` is not a RoBERTa model (expected `roberta`)"
+                ));
             }
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "relu" | "gelu_new") {

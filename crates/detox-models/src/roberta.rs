@@ -12,6 +12,7 @@ use burn::tensor::activation;
 
 use crate::attention::additive_mask;
 use crate::config::RobertaConfig;
+use crate::lora::{LoraLinear, LoraTarget};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HiddenAct {
@@ -68,18 +69,29 @@ pub struct RobertaEmbeddings<B: Backend> {
 
 impl<B: Backend> RobertaEmbeddings<B> {
     /// `position_ids` as [`position_ids`] computes them; token type 0 everywhere.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, position_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let token_type = self.token_type_embeddings.weight.val().slice([0..1]).unsqueeze::<3>();
-        let x = self.word_embeddings.forward(input_ids) + self.position_embeddings.forward(position_ids) + token_type;
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let token_type = self
+            .token_type_embeddings
+            .weight
+            .val()
+            .slice([0..1])
+            .unsqueeze::<3>();
+        let x = self.word_embeddings.forward(input_ids)
+            + self.position_embeddings.forward(position_ids)
+            + token_type;
         self.dropout.forward(self.LayerNorm.forward(x))
     }
 }
 
 #[derive(Module, Debug)]
 pub struct RobertaSelfAttention<B: Backend> {
-    pub query: Linear<B>,
-    pub key: Linear<B>,
-    pub value: Linear<B>,
+    pub query: LoraLinear<B>,
+    pub key: LoraLinear<B>,
+    pub value: LoraLinear<B>,
     pub dropout: Dropout,
     n_heads: usize,
 }
@@ -87,7 +99,8 @@ pub struct RobertaSelfAttention<B: Backend> {
 impl<B: Backend> RobertaSelfAttention<B> {
     fn split(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, l, d] = x.dims();
-        x.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
+        x.reshape([b, l, self.n_heads, d / self.n_heads])
+            .swap_dims(1, 2)
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
@@ -106,14 +119,15 @@ impl<B: Backend> RobertaSelfAttention<B> {
 #[allow(non_snake_case)]
 #[derive(Module, Debug)]
 pub struct RobertaResidualOutput<B: Backend> {
-    pub dense: Linear<B>,
+    pub dense: LoraLinear<B>,
     pub LayerNorm: LayerNorm<B>,
     pub dropout: Dropout,
 }
 
 impl<B: Backend> RobertaResidualOutput<B> {
     pub fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.LayerNorm.forward(self.dropout.forward(self.dense.forward(x)) + residual)
+        self.LayerNorm
+            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
     }
 }
 
@@ -125,13 +139,14 @@ pub struct RobertaAttention<B: Backend> {
 
 impl<B: Backend> RobertaAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
-        self.output.forward(self.self_.forward(x.clone(), mask_bias), x)
+        self.output
+            .forward(self.self_.forward(x.clone(), mask_bias), x)
     }
 }
 
 #[derive(Module, Debug)]
 pub struct RobertaIntermediate<B: Backend> {
-    pub dense: Linear<B>,
+    pub dense: LoraLinear<B>,
     #[module(skip)]
     act: HiddenAct,
 }
@@ -146,7 +161,10 @@ pub struct RobertaLayer<B: Backend> {
 impl<B: Backend> RobertaLayer<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
         let a = self.attention.forward(x, mask_bias);
-        let h = self.intermediate.act.apply(self.intermediate.dense.forward(a.clone()));
+        let h = self
+            .intermediate
+            .act
+            .apply(self.intermediate.dense.forward(a.clone()));
         self.output.forward(h, a)
     }
 }
@@ -195,8 +213,13 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
         let c = config;
         let labels = c.labels().expect("validated config");
         let d = c.hidden_size;
-        let lin = |i, o| LinearConfig::new(i, o).init(device);
-        let ln = || LayerNormConfig::new(d).with_epsilon(c.layer_norm_eps).init(device);
+        let lin = |i, o| LoraLinear::new(i, o, true, device);
+        let head = |i, o| LinearConfig::new(i, o).init(device);
+        let ln = || {
+            LayerNormConfig::new(d)
+                .with_epsilon(c.layer_norm_eps)
+                .init(device)
+        };
         let hidden_dropout = || DropoutConfig::new(c.hidden_dropout_prob).init();
         let layer = (0..c.num_hidden_layers)
             .map(|_| RobertaLayer {
@@ -229,17 +252,20 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
             roberta: RobertaModel {
                 embeddings: RobertaEmbeddings {
                     word_embeddings: EmbeddingConfig::new(c.vocab_size, d).init(device),
-                    position_embeddings: EmbeddingConfig::new(c.max_position_embeddings, d).init(device),
-                    token_type_embeddings: EmbeddingConfig::new(c.type_vocab_size.max(1), d).init(device),
+                    position_embeddings: EmbeddingConfig::new(c.max_position_embeddings, d)
+                        .init(device),
+                    token_type_embeddings: EmbeddingConfig::new(c.type_vocab_size.max(1), d)
+                        .init(device),
                     LayerNorm: ln(),
                     dropout: hidden_dropout(),
                 },
                 encoder: RobertaEncoder { layer },
             },
             classifier: RobertaClassificationHead {
-                dense: lin(d, d),
-                out_proj: lin(d, labels.len()),
-                dropout: DropoutConfig::new(c.classifier_dropout.unwrap_or(c.hidden_dropout_prob)).init(),
+                dense: head(d, d),
+                out_proj: head(d, labels.len()),
+                dropout: DropoutConfig::new(c.classifier_dropout.unwrap_or(c.hidden_dropout_prob))
+                    .init(),
             },
             labels,
             config: c.clone(),
@@ -247,10 +273,18 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
     }
 
     /// Embedding output and each layer's output, for `input_ids`/`attention_mask` `[batch, len]`.
-    pub fn hidden_states(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Vec<Tensor<B, 3>> {
+    pub fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Vec<Tensor<B, 3>> {
         let [b, l] = input_ids.dims();
         let device = input_ids.device();
-        let ids: Vec<i64> = input_ids.to_data().convert::<i64>().into_vec().expect("int ids");
+        let ids: Vec<i64> = input_ids
+            .to_data()
+            .convert::<i64>()
+            .into_vec()
+            .expect("int ids");
         let pos = position_ids(&ids, l, self.config.pad_token_id as i64);
         let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [b, l]), &device);
         let mask_bias = additive_mask(attention_mask);
@@ -264,13 +298,38 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
     }
 
     /// Class logits `[batch, num_labels]`.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let hidden = self.hidden_states(input_ids, attention_mask).pop().expect("embeddings");
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 2> {
+        let hidden = self
+            .hidden_states(input_ids, attention_mask)
+            .pop()
+            .expect("embeddings");
         self.classifier.forward(hidden)
     }
 
     /// Index of the label called `name`.
     pub fn label_index(&self, name: &str) -> Option<usize> {
         self.labels.iter().position(|l| l == name)
+    }
+}
+
+impl<B: Backend> LoraTarget<B> for RobertaForSequenceClassification<B> {
+    /// HF module names, e.g. `roberta.encoder.layer.0.attention.self.query`.
+    fn lora_linears(&mut self) -> Vec<(String, &mut LoraLinear<B>)> {
+        let mut out = Vec::new();
+        for (i, l) in self.roberta.encoder.layer.iter_mut().enumerate() {
+            let p = format!("roberta.encoder.layer.{i}");
+            let a = &mut l.attention;
+            out.push((format!("{p}.attention.self.query"), &mut a.self_.query));
+            out.push((format!("{p}.attention.self.key"), &mut a.self_.key));
+            out.push((format!("{p}.attention.self.value"), &mut a.self_.value));
+            out.push((format!("{p}.attention.output.dense"), &mut a.output.dense));
+            out.push((format!("{p}.intermediate.dense"), &mut l.intermediate.dense));
+            out.push((format!("{p}.output.dense"), &mut l.output.dense));
+        }
+        out
     }
 }

@@ -16,6 +16,7 @@ use burn::tensor::activation;
 
 use crate::attention::{additive_mask, causal_mask_bias, KvCache};
 use crate::config::{T5Activation, T5Config};
+use crate::lora::{LoraLinear, LoraTarget};
 
 /// T5's layer norm: RMS only (no mean subtraction, no bias).
 #[derive(Module, Debug)]
@@ -65,8 +66,8 @@ pub fn relative_position_bucket(
         // torch: max_exact + (log(rp.float() / max_exact) / math.log(max_distance / max_exact)
         //        * (num_buckets - max_exact)).to(long), clamped to num_buckets - 1.
         let log_ratio = ((max_distance as f64) / (max_exact as f64)).ln() as f32;
-        let scaled =
-            ((rp as f32) / (max_exact as f32)).ln() / log_ratio * ((num_buckets - max_exact) as f32);
+        let scaled = ((rp as f32) / (max_exact as f32)).ln() / log_ratio
+            * ((num_buckets - max_exact) as f32);
         let large = (max_exact + scaled as i64).min(num_buckets - 1);
         bucket + large
     }
@@ -100,10 +101,10 @@ pub fn relative_position_buckets(
 /// `T5Attention`: q/k/v/o projections without bias, optionally the relative-attention-bias table.
 #[derive(Module, Debug)]
 pub struct T5Attention<B: Backend> {
-    pub q: Linear<B>,
-    pub k: Linear<B>,
-    pub v: Linear<B>,
-    pub o: Linear<B>,
+    pub q: LoraLinear<B>,
+    pub k: LoraLinear<B>,
+    pub v: LoraLinear<B>,
+    pub o: LoraLinear<B>,
     pub relative_attention_bias: Option<Embedding<B>>,
     pub dropout: Dropout,
     n_heads: usize,
@@ -121,7 +122,7 @@ impl<B: Backend> T5Attention<B> {
         device: &B::Device,
     ) -> Self {
         let inner = config.num_heads * config.d_kv;
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let lin = |i, o| LoraLinear::new(i, o, false, device);
         Self {
             q: lin(config.d_model, inner),
             k: lin(config.d_model, inner),
@@ -174,7 +175,8 @@ impl<B: Backend> T5Attention<B> {
             self.num_buckets,
             self.max_distance,
         );
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(buckets, [1, q_len * k_len]), device);
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(buckets, [1, q_len * k_len]), device);
         table
             .forward(ids) // [1, q*k, heads]
             .reshape([q_len, k_len, self.n_heads])
@@ -183,7 +185,13 @@ impl<B: Backend> T5Attention<B> {
     }
 
     /// Unscaled attention of `q` over `k`/`v` with an additive `bias` (position bias and masks).
-    fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        bias: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
         let scores = q.matmul(k.swap_dims(2, 3)) + bias;
         let weights = self.dropout.forward(activation::softmax(scores, 3));
         let ctx = weights.matmul(v); // [b, h, q, d_kv]
@@ -229,7 +237,12 @@ pub struct T5LayerSelfAttention<B: Backend> {
 }
 
 impl<B: Backend> T5LayerSelfAttention<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        bias: Tensor<B, 4>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let h = self
             .SelfAttention
             .forward_self(self.layer_norm.forward(x.clone()), bias, cache);
@@ -247,7 +260,12 @@ pub struct T5LayerCrossAttention<B: Backend> {
 }
 
 impl<B: Backend> T5LayerCrossAttention<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, kv: (Tensor<B, 4>, Tensor<B, 4>), bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        kv: (Tensor<B, 4>, Tensor<B, 4>),
+        bias: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
         let h = self
             .EncDecAttention
             .forward_cross(self.layer_norm.forward(x.clone()), kv, bias);
@@ -258,10 +276,10 @@ impl<B: Backend> T5LayerCrossAttention<B> {
 /// `T5DenseActDense` (`wi`, `wo`) or `T5DenseGatedActDense` (`wi_0`, `wi_1`, `wo`).
 #[derive(Module, Debug)]
 pub struct T5DenseActDense<B: Backend> {
-    pub wi: Option<Linear<B>>,
-    pub wi_0: Option<Linear<B>>,
-    pub wi_1: Option<Linear<B>>,
-    pub wo: Linear<B>,
+    pub wi: Option<LoraLinear<B>>,
+    pub wi_0: Option<LoraLinear<B>>,
+    pub wi_1: Option<LoraLinear<B>>,
+    pub wo: LoraLinear<B>,
     pub dropout: Dropout,
     #[module(skip)]
     act: T5Activation,
@@ -278,7 +296,7 @@ fn apply_act<B: Backend, const D: usize>(act: T5Activation, x: Tensor<B, D>) -> 
 
 impl<B: Backend> T5DenseActDense<B> {
     pub fn new(config: &T5Config, gated: bool, act: T5Activation, device: &B::Device) -> Self {
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let lin = |i, o| LoraLinear::new(i, o, false, device);
         Self {
             wi: (!gated).then(|| lin(config.d_model, config.d_ff)),
             wi_0: gated.then(|| lin(config.d_model, config.d_ff)),
@@ -312,7 +330,9 @@ pub struct T5LayerFF<B: Backend> {
 
 impl<B: Backend> T5LayerFF<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.DenseReluDense.forward(self.layer_norm.forward(x.clone()));
+        let h = self
+            .DenseReluDense
+            .forward(self.layer_norm.forward(x.clone()));
         x + self.dropout.forward(h)
     }
 }
@@ -504,7 +524,13 @@ impl<B: Backend> T5Decoder<B> {
                 }
                 None => (cross_attn.key_values(encoder.hidden.clone()), None),
             };
-            x = block.forward(x, self_bias.clone(), kv, encoder.mask_bias.clone(), layer_cache);
+            x = block.forward(
+                x,
+                self_bias.clone(),
+                kv,
+                encoder.mask_bias.clone(),
+                layer_cache,
+            );
             outs.push(x.clone());
         }
         let out = self.dropout.forward(self.final_layer_norm.forward(x));
@@ -565,8 +591,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             shared: EmbeddingConfig::new(c.vocab_size, c.d_model).init(device),
             encoder,
             decoder,
-            lm_head: (!c.tie_word_embeddings)
-                .then(|| LinearConfig::new(c.d_model, c.vocab_size).with_bias(false).init(device)),
+            lm_head: (!c.tie_word_embeddings).then(|| {
+                LinearConfig::new(c.d_model, c.vocab_size)
+                    .with_bias(false)
+                    .init(device)
+            }),
             config: c.clone(),
         }
     }
@@ -576,9 +605,15 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     }
 
     /// Runs the encoder. `attention_mask` is `[batch, src_len]`, 1 for tokens and 0 for padding.
-    pub fn encode(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> EncoderOutput<B> {
+    pub fn encode(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> EncoderOutput<B> {
         let mask_bias = additive_mask(attention_mask);
-        let (_, hidden) = self.encoder.forward_all(self.embed(input_ids), mask_bias.clone());
+        let (_, hidden) = self
+            .encoder
+            .forward_all(self.embed(input_ids), mask_bias.clone());
         EncoderOutput { hidden, mask_bias }
     }
 
@@ -604,10 +639,11 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
                 let scaled = hidden * (self.config.d_model as f64).powf(-0.5);
                 let w = self.shared.weight.val(); // [vocab, d_model]
                 let [b, l, d] = scaled.dims();
-                scaled
-                    .reshape([b * l, d])
-                    .matmul(w.transpose())
-                    .reshape([b, l, self.config.vocab_size])
+                scaled.reshape([b * l, d]).matmul(w.transpose()).reshape([
+                    b,
+                    l,
+                    self.config.vocab_size,
+                ])
             }
         }
     }
@@ -626,6 +662,67 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// A fresh decoding cache for up to `max_len` decoder positions.
     pub fn new_cache(&self, max_len: usize) -> T5DecoderCache<B> {
         T5DecoderCache::new(self.decoder.block.len(), max_len)
+    }
+}
+
+impl<B: Backend> T5Attention<B> {
+    fn lora_linears<'a>(
+        &'a mut self,
+        prefix: &str,
+        out: &mut Vec<(String, &'a mut LoraLinear<B>)>,
+    ) {
+        out.push((format!("{prefix}.q"), &mut self.q));
+        out.push((format!("{prefix}.k"), &mut self.k));
+        out.push((format!("{prefix}.v"), &mut self.v));
+        out.push((format!("{prefix}.o"), &mut self.o));
+    }
+}
+
+impl<B: Backend> T5DenseActDense<B> {
+    fn lora_linears<'a>(
+        &'a mut self,
+        prefix: &str,
+        out: &mut Vec<(String, &'a mut LoraLinear<B>)>,
+    ) {
+        for (name, l) in [
+            ("wi", &mut self.wi),
+            ("wi_0", &mut self.wi_0),
+            ("wi_1", &mut self.wi_1),
+        ] {
+            if let Some(l) = l.as_mut() {
+                out.push((format!("{prefix}.{name}"), l));
+            }
+        }
+        out.push((format!("{prefix}.wo"), &mut self.wo));
+    }
+}
+
+impl<B: Backend> LoraTarget<B> for T5ForConditionalGeneration<B> {
+    /// HF module names, e.g. `decoder.block.1.layer.1.EncDecAttention.v`, `encoder.block.0.layer.1.DenseReluDense.wo`.
+    fn lora_linears(&mut self) -> Vec<(String, &mut LoraLinear<B>)> {
+        let mut out = Vec::new();
+        for (i, b) in self.encoder.block.iter_mut().enumerate() {
+            let p = format!("encoder.block.{i}.layer");
+            b.layer_0
+                .SelfAttention
+                .lora_linears(&format!("{p}.0.SelfAttention"), &mut out);
+            b.layer_1
+                .DenseReluDense
+                .lora_linears(&format!("{p}.1.DenseReluDense"), &mut out);
+        }
+        for (i, b) in self.decoder.block.iter_mut().enumerate() {
+            let p = format!("decoder.block.{i}.layer");
+            b.layer_0
+                .SelfAttention
+                .lora_linears(&format!("{p}.0.SelfAttention"), &mut out);
+            b.layer_1
+                .EncDecAttention
+                .lora_linears(&format!("{p}.1.EncDecAttention"), &mut out);
+            b.layer_2
+                .DenseReluDense
+                .lora_linears(&format!("{p}.2.DenseReluDense"), &mut out);
+        }
+        out
     }
 }
 
@@ -659,4 +756,3 @@ mod tests {
         assert_eq!(b(-10_000), 31);
     }
 }
-

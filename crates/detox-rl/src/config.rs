@@ -123,7 +123,12 @@ impl PpoConfig {
 
     /// The controller `PPOTrainer.__init__` builds.
     pub fn kl_controller(&self) -> KlController {
-        KlController::new(self.adap_kl_ctrl, self.init_kl_coef, self.target, self.horizon)
+        KlController::new(
+            self.adap_kl_ctrl,
+            self.init_kl_coef,
+            self.target,
+            self.horizon,
+        )
     }
 
     /// `_early_stop` (single process): with `early_stopping`, stop the remaining PPO epochs when

@@ -36,7 +36,9 @@ pub struct ForwardOutputs<B: Backend> {
 /// of 2 tokens (`[start, eos]`) gets an all-zero mask row.
 ///
 /// `decoder_attention_mask`: `[b, n]` Int 0/1. Reads it back to the host.
-pub fn seq2seq_response_masks<B: Backend>(decoder_attention_mask: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+pub fn seq2seq_response_masks<B: Backend>(
+    decoder_attention_mask: Tensor<B, 2, Int>,
+) -> Tensor<B, 2> {
     let [b, n] = decoder_attention_mask.dims();
     let device = decoder_attention_mask.device();
     let attn = to_vec_f32(decoder_attention_mask.float());
@@ -65,7 +67,10 @@ pub fn seq2seq_forward_outputs<B: Backend>(
     decoder_attention_mask: Tensor<B, 2, Int>,
 ) -> Result<ForwardOutputs<B>> {
     let [b, n, v] = logits.dims();
-    if values.dims() != [b, n] || decoder_input_ids.dims() != [b, n] || decoder_attention_mask.dims() != [b, n] {
+    if values.dims() != [b, n]
+        || decoder_input_ids.dims() != [b, n]
+        || decoder_attention_mask.dims() != [b, n]
+    {
         return Err(RlError::Shape(format!(
             "logits {:?}, values {:?}, decoder_input_ids {:?}, decoder_attention_mask {:?}",
             logits.dims(),

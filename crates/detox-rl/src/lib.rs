@@ -37,9 +37,12 @@ pub use forward::{seq2seq_forward_outputs, seq2seq_response_masks, ForwardOutput
 pub use grad::{global_grad_norm, global_norm_scale, trl_clips_this_call};
 pub use kl_ctl::{AdaptiveKLController, FixedKLController, KlController};
 pub use loss::{ppo_loss, PpoLossConfig, PpoLossOutput, LOSS_STAT_KEYS};
-pub use rewards::{compute_rewards, compute_rewards_full, kl_penalty, kl_penalty_full, rewards_from_kls, KlPenalty, Rewards};
+pub use rewards::{
+    compute_rewards, compute_rewards_full, kl_penalty, kl_penalty_full, rewards_from_kls,
+    KlPenalty, Rewards,
+};
 pub use stats::{average_train_stats, record_step_stats, Stats, ARRAY_STAT_KEYS};
 pub use trl_core::{
-    clip_by_value, entropy_from_logits, item, logprobs_from_logits, logprobs_full_from_logits, logsumexp_last,
-    masked_mean, masked_var, masked_whiten, scalar, to_vec_f32, whiten,
+    clip_by_value, entropy_from_logits, item, logprobs_from_logits, logprobs_full_from_logits,
+    logsumexp_last, masked_mean, masked_var, masked_whiten, scalar, to_vec_f32, whiten,
 };

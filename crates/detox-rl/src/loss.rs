@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RlError};
 use crate::stats::Stats;
-use crate::trl_core::{clip_by_value, entropy_from_logits, item, masked_mean, masked_var, scalar, to_vec_f32};
+use crate::trl_core::{
+    clip_by_value, entropy_from_logits, item, masked_mean, masked_var, scalar, to_vec_f32,
+};
 
 /// The `PPOConfig` fields `PPOTrainer.loss` reads. `Default` is trl 0.11.4's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -130,7 +132,10 @@ pub fn ppo_loss<B: Backend>(
     }
     let [lb, lt, _] = logits.dims();
     if [lb, lt] != dims {
-        return Err(RlError::Shape(format!("logits {:?} vs mask {dims:?}", logits.dims())));
+        return Err(RlError::Shape(format!(
+            "logits {:?} vs mask {dims:?}",
+            logits.dims()
+        )));
     }
 
     let mm = |x: Tensor<B, 2>| scalar(masked_mean(x, mask.clone(), None));
@@ -148,7 +153,10 @@ pub fn ppo_loss<B: Backend>(
     let ratio = (logprobs.clone() - old_logprobs.clone()).exp();
     let neg_adv = advantages.clone().neg();
     let pg_losses = neg_adv.clone() * ratio.clone();
-    let pg_losses2 = neg_adv * ratio.clone().clamp(1.0 - cfg.cliprange, 1.0 + cfg.cliprange);
+    let pg_losses2 = neg_adv
+        * ratio
+            .clone()
+            .clamp(1.0 - cfg.cliprange, 1.0 + cfg.cliprange);
     let mut pg_loss = mm(pg_losses.clone().max_pair(pg_losses2.clone()));
     let pg_clipfrac = mm(pg_losses2.greater(pg_losses).float());
 

@@ -53,7 +53,9 @@ impl FromStr for KlPenalty {
             "abs" => Ok(KlPenalty::Abs),
             "mse" => Ok(KlPenalty::Mse),
             "full" => Ok(KlPenalty::Full),
-            other => Err(format!("kl_penalty must be one of kl, abs, mse, full (got {other:?})")),
+            other => Err(format!(
+                "kl_penalty must be one of kl, abs, mse, full (got {other:?})"
+            )),
         }
     }
 }
@@ -81,7 +83,10 @@ pub fn kl_penalty<B: Backend>(
 ///
 /// `logprobs`, `ref_logprobs`: full log-distributions `[b, t, v]` (log-softmaxed logits) →
 /// `[b, t]`.
-pub fn kl_penalty_full<B: Backend>(logprobs: Tensor<B, 3>, ref_logprobs: Tensor<B, 3>) -> Tensor<B, 2> {
+pub fn kl_penalty_full<B: Backend>(
+    logprobs: Tensor<B, 3>,
+    ref_logprobs: Tensor<B, 3>,
+) -> Tensor<B, 2> {
     (logprobs.clone().exp() * (logprobs - ref_logprobs))
         .sum_dim(2)
         .squeeze_dim::<2>(2)
@@ -137,7 +142,10 @@ pub fn compute_rewards_full<B: Backend>(
     masks: Tensor<B, 2>,
     kl_coef: f64,
 ) -> Result<Rewards<B>> {
-    let kls = kl_penalty_full(logprobs_full_from_logits(logits), logprobs_full_from_logits(ref_logits));
+    let kls = kl_penalty_full(
+        logprobs_full_from_logits(logits),
+        logprobs_full_from_logits(ref_logits),
+    );
     rewards_from_kls(scores, kls, masks, kl_coef)
 }
 

@@ -87,7 +87,10 @@ pub fn record_step_stats<B: Backend>(
     let mean_nsr = scalar(masked_mean(non_score_reward.detach(), masks, None));
     let mean_scores = scores.clone().mean();
     let std_scores = scores.var(0).sqrt();
-    let host = to_vec_f32(Tensor::cat(vec![mean_kl, mean_entropy, mean_nsr, mean_scores, std_scores], 0));
+    let host = to_vec_f32(Tensor::cat(
+        vec![mean_kl, mean_entropy, mean_nsr, mean_scores, std_scores],
+        0,
+    ));
 
     let mut stats = Stats::new();
     stats.insert("objective/kl".into(), host[0] as f64);
@@ -107,7 +110,10 @@ pub fn record_step_stats<B: Backend>(
     stats.insert("tokens/responses_len_std".into(), rs as f64);
 
     let averaged = average_train_stats(train_stats);
-    if let (Some(err), Some(var)) = (averaged.get("ppo/val/error"), averaged.get("ppo/returns/var")) {
+    if let (Some(err), Some(var)) = (
+        averaged.get("ppo/val/error"),
+        averaged.get("ppo/returns/var"),
+    ) {
         let ve = 1.0f32 - (*err as f32) / (*var as f32);
         stats.insert("ppo/val/var_explained".into(), ve as f64);
     }

@@ -36,9 +36,13 @@ pub fn item<B: Backend, const D: usize>(t: Tensor<B, D>) -> f32 {
 /// `log_softmax(logits, dim=2).gather(2, labels.unsqueeze(2)).squeeze(-1)`.
 ///
 /// `logits`: `[b, t, v]`, `labels`: `[b, t]` (Int) → `[b, t]`.
-pub fn logprobs_from_logits<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+pub fn logprobs_from_logits<B: Backend>(
+    logits: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+) -> Tensor<B, 2> {
     let logp = log_softmax(logits, 2);
-    logp.gather(2, labels.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)
+    logp.gather(2, labels.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2)
 }
 
 /// `trl.core.logprobs_from_logits(logits, None, gather=False)`: `log_softmax(logits, dim=2)`,
@@ -132,7 +136,11 @@ pub fn masked_whiten<B: Backend, const D: usize>(
     let mean = masked_mean(values.clone(), mask.clone(), None);
     let var = masked_var(values.clone(), mask, true)?;
     let whitened = (values - mean.clone()) * var.add_scalar(1e-8).sqrt().recip();
-    Ok(if shift_mean { whitened } else { whitened + mean })
+    Ok(if shift_mean {
+        whitened
+    } else {
+        whitened + mean
+    })
 }
 
 /// `trl.core.whiten(values, shift_mean)` (unmasked): `(values - mean) * rsqrt(var + 1e-8)` with
