@@ -16,10 +16,10 @@ pub use weights::{read_safetensors_header, weight_files, TensorInfo};
 /// Everything that can go wrong reading a model directory; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("{path}: {msg}")]
     Config { path: PathBuf, msg: String },
@@ -35,7 +35,7 @@ impl HubError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
-            source,
+            err: source,
         }
     }
 }

@@ -229,10 +229,12 @@ fn core_masked_whiten_and_clip() {
     let lo: Tensor<B, 2> = ten(&f["lo"]);
     let hi: Tensor<B, 2> = ten(&f["hi"]);
     assert_tensor(
-        clip_by_value(x, lo, hi),
+        clip_by_value(x.clone(), lo, hi),
         &f["clip_by_value"],
         "clip_by_value",
     );
+    assert_tensor(whiten(x.clone(), true), &f["whiten_shift"], "whiten");
+    assert_tensor(whiten(x, false), &f["whiten_noshift"], "whiten noshift");
 }
 
 #[test]
