@@ -3,11 +3,15 @@
 
 use anyhow::{bail, Result};
 use burn::prelude::Backend;
+use burn::tensor::backend::AutodiffBackend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceKind {
-    /// ndarray on the CPU (always available).
+    /// ndarray on the CPU (always available; the default).
     Cpu,
+    /// burn-flex on the CPU (always available): gemm-based, no copies on reshape/transpose;
+    /// several times faster than ndarray for decoding (see BENCHMARKS.md).
+    Flex,
     /// wgpu: Vulkan, Metal, DX12 (any GPU vendor); needs the `wgpu` cargo feature.
     Wgpu,
     /// CUDA (NVIDIA); needs the `cuda` cargo feature.
@@ -26,6 +30,7 @@ pub type Cpu = burn::backend::NdArray<f32>;
 pub fn run_on<J: Job>(kind: DeviceKind, job: J) -> Result<J::Output> {
     match kind {
         DeviceKind::Cpu => job.run::<Cpu>(burn::backend::ndarray::NdArrayDevice::Cpu),
+        DeviceKind::Flex => job.run::<burn::backend::Flex>(Default::default()),
         #[cfg(feature = "wgpu")]
         DeviceKind::Wgpu => {
             job.run::<burn::backend::Wgpu>(burn::backend::wgpu::WgpuDevice::default())
@@ -35,9 +40,37 @@ pub fn run_on<J: Job>(kind: DeviceKind, job: J) -> Result<J::Output> {
             job.run::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice::default())
         }
         #[allow(unreachable_patterns)]
-        other => {
-            let name = format!("{other:?}").to_lowercase();
-            bail!("this detox binary was built without the `{name}` feature: rebuild with `cargo build --release --features {name}`")
-        }
+        other => missing_feature(other),
     }
+}
+
+/// Training work: runs on the autodiff version of whichever backend the user picked.
+pub trait AutodiffJob {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+/// Runs `job` on `burn::backend::Autodiff` over the backend of `kind` (the same backends as
+/// [`run_on`]).
+pub fn run_autodiff_on<J: AutodiffJob>(kind: DeviceKind, job: J) -> Result<J::Output> {
+    use burn::backend::Autodiff;
+    match kind {
+        DeviceKind::Cpu => job.run::<Autodiff<Cpu>>(burn::backend::ndarray::NdArrayDevice::Cpu),
+        DeviceKind::Flex => job.run::<Autodiff<burn::backend::Flex>>(Default::default()),
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            job.run::<Autodiff<burn::backend::Wgpu>>(burn::backend::wgpu::WgpuDevice::default())
+        }
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            job.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::default())
+        }
+        #[allow(unreachable_patterns)]
+        other => missing_feature(other),
+    }
+}
+
+fn missing_feature<T>(kind: DeviceKind) -> Result<T> {
+    let name = format!("{kind:?}").to_lowercase();
+    bail!("this detox binary was built without the `{name}` feature: rebuild with `cargo build --release --features {name}`")
 }

@@ -3,6 +3,7 @@
 
 mod backend;
 mod bench;
+mod cmd_finetune;
 mod cmd_rouge;
 mod prompt;
 
@@ -42,6 +43,8 @@ enum Command {
     Rouge(cmd_rouge::RougeArgs),
     /// Throughput benchmarks at flan-t5-base / roberta-base size (random weights).
     Bench(bench::BenchArgs),
+    /// Fine-tune a T5 / FLAN-T5 model (full or LoRA) on DialogSum-style JSONL.
+    Finetune(Box<cmd_finetune::FinetuneArgs>),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -138,6 +141,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             let device = args.device;
             run_on(device, bench::Bench(args))
+        }
+        Command::Finetune(args) => {
+            let device = args.device;
+            backend::run_autodiff_on(device, cmd_finetune::Finetune(*args))
         }
     };
     match result {

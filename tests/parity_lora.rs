@@ -28,6 +28,11 @@ fn with_adapter(adapter: &str) -> T5ForConditionalGeneration<Cpu> {
     model
 }
 
+/// The fixtures' adapters are deliberately strong (delta std = half the weight's), which makes
+/// activations large: torch itself differs by 1.1e-4 between merged and unmerged logits, and our
+/// multi-threaded matmuls sum in a different order, so logits are compared at 2e-4 here.
+const TOL: f32 = 2e-4;
+
 fn check(adapter: &str, reference: &str) {
     let r = Reference::load(reference);
     let device = Default::default();
@@ -39,7 +44,7 @@ fn check(adapter: &str, reference: &str) {
         &r,
         "logits",
         model.forward(ids.clone(), mask.clone(), dec.clone()),
-        1e-4,
+        TOL,
     );
 
     let cfg = GenerationConfig {
@@ -65,10 +70,10 @@ fn check(adapter: &str, reference: &str) {
         &r,
         "merged_logits",
         model.forward(ids.clone(), mask.clone(), dec.clone()),
-        1e-4,
+        TOL,
     );
     model.unmerge_lora();
-    assert_close(&r, "logits", model.forward(ids, mask, dec), 1e-4);
+    assert_close(&r, "logits", model.forward(ids, mask, dec), TOL);
 }
 
 #[test]

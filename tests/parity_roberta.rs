@@ -87,3 +87,8 @@ fn wgpu_roberta_layers_match_transformers() {
     }
     layers::<burn::backend::Wgpu>(&burn::backend::wgpu::WgpuDevice::default());
 }
+
+#[test]
+fn flex_roberta_layers_match_transformers() {
+    layers::<burn::backend::Flex>(&Default::default());
+}

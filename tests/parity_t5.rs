@@ -204,3 +204,13 @@ fn wgpu_t5_layers_and_greedy_match_transformers() {
     layers::<burn::backend::Wgpu>("t5-tiny", &device);
     greedy::<burn::backend::Wgpu>("t5-tiny", &device);
 }
+
+#[test]
+fn flex_t5_layers_cache_and_greedy_match_transformers() {
+    type Flex = burn::backend::Flex;
+    for name in MODELS {
+        layers::<Flex>(name, &Default::default());
+        cached_decoding::<Flex>(name, &Default::default());
+        greedy::<Flex>(name, &Default::default());
+    }
+}

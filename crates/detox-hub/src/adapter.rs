@@ -163,7 +163,7 @@ pub fn save_adapter<B: Backend, M: ModuleSnapshot<B>>(
 }
 
 /// `dir` with a suffix, next to it (same filesystem, so renames are atomic).
-pub(crate) fn sibling(dir: &Path, tag: &str) -> PathBuf {
+pub fn sibling(dir: &Path, tag: &str) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -172,7 +172,7 @@ pub(crate) fn sibling(dir: &Path, tag: &str) -> PathBuf {
 }
 
 /// Moves the complete directory `tmp` to `dir`, replacing an older `dir` only after `tmp` is whole.
-pub(crate) fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), HubError> {
+pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), HubError> {
     if dir.exists() {
         let old = sibling(dir, "old");
         let _ = std::fs::remove_dir_all(&old);

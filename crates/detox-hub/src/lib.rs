@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod models;
+pub mod save;
 pub mod tokenizer;
 pub mod weights;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use adapter::{load_adapter, read_adapter_config, save_adapter};
 pub use models::{load_roberta, load_t5, read_config, roberta_name_map, t5_name_map, ModelInfo};
+pub use save::{copy_companion_files, save_t5};
 pub use tokenizer::{EncodedBatch, TextTokenizer};
 pub use weights::{read_safetensors_header, weight_files, TensorInfo};
 
@@ -17,10 +19,7 @@ pub use weights::{read_safetensors_header, weight_files, TensorInfo};
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("{path}: {err}")]
-    Io {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: {msg}")]
     Config { path: PathBuf, msg: String },
     #[error("{path}: {msg}")]

@@ -1,0 +1,895 @@
+//! The fine-tuning loop: full or LoRA, as transformers' `Seq2SeqTrainer` runs it.
+//!
+//! One optimizer step = `grad_accum` micro-batches, each `loss / grad_accum` back-propagated
+//! (transformers' behaviour for models without `num_items_in_batch` support, such as T5), the
+//! gradients summed, clipped to `max_grad_norm` globally ([`crate::clip`]), then AdamW at the
+//! lr of [`LinearSchedule`]. Dropout is active during training (the autodiff backend) and off
+//! for evaluation (`model.valid()`, the inner backend). In LoRA mode the base model is frozen
+//! (`Module::no_grad`) before the adapters are added, so only adapter parameters get gradients
+//! and optimizer state.
+//!
+//! Data order: every epoch is a seeded shuffle of the training set ([`BatchStream`]);
+//! micro-batches run on across epoch boundaries, so with `--epochs E` the run has
+//! `ceil(E · batches_per_epoch / grad_accum)` steps. Dropout masks are drawn after re-seeding the
+//! backend with `(seed, step)` at every step, so a resumed run reproduces an uninterrupted one.
+//!
+//! Output directory:
+//! - `metrics.jsonl`: one JSON object per logged step (`step`, `epoch`, `loss` — the mean over
+//!   the steps since the last log —, `lr`, `grad_norm` — of the logged step, before clipping —,
+//!   `tokens_per_s`, and `eval_loss` when computed: mean token NLL over the whole eval set);
+//! - `checkpoint-N/`: the model (peft adapter files, or a transformers model directory with its
+//!   tokenizer), `optimizer.mpk` (AdamW moments, burn's named MessagePack recorder, keyed by
+//!   parameter path) and `trainer_state.json` (step, data position, seed, config);
+//! - `final/`: the model alone, after the last step.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::nn::DropoutConfig;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use detox_hub::adapter::{replace_dir, sibling};
+use detox_hub::HubError;
+use detox_models::{LoraConfig, LoraTarget, T5Config, T5ForConditionalGeneration};
+use serde::{Deserialize, Serialize};
+
+use crate::clip::{clip_grad_norm, grad_norm};
+use crate::data::{
+    Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, StreamPosition, Tokenized,
+};
+use crate::loss::{seq2seq_cross_entropy, shift_right, token_nll};
+use crate::schedule::LinearSchedule;
+
+pub type T5<B> = T5ForConditionalGeneration<B>;
+/// burn's AdamW over a T5 model.
+pub type T5Optimizer<B> = OptimizerAdaptor<AdamW, T5<B>, B>;
+type OptimRecord<B> = <T5Optimizer<B> as Optimizer<T5<B>, B>>::Record;
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.mpk";
+const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Everything that stops a fine-tuning run; each names what is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("the {what} is not finite ({value}) at step {step}: lower --lr or check the data")]
+    NonFinite {
+        what: &'static str,
+        value: f64,
+        step: usize,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |err| TrainError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+/// Which parameters train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every parameter.
+    Full,
+    /// LoRA adapters only; the base model is frozen.
+    Lora,
+}
+
+/// How long to train.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Duration {
+    MaxSteps(usize),
+    Epochs(f64),
+}
+
+/// The run's settings (transformers' `Seq2SeqTrainingArguments` that detox supports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    pub mode: Mode,
+    /// The adapter to add in LoRA mode (ignored in full mode).
+    pub lora: LoraConfig,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub duration: Duration,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Global gradient-norm clipping; `None` (or 0) turns it off.
+    pub max_grad_norm: Option<f64>,
+    pub max_source_len: usize,
+    pub max_target_len: usize,
+    /// Overrides the model config's `dropout_rate` during training.
+    pub dropout_rate: Option<f64>,
+    pub eval_every: Option<usize>,
+    pub save_every: Option<usize>,
+    pub log_every: usize,
+    pub seed: u64,
+    pub template: PromptTemplate,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Lora,
+            lora: LoraConfig::lab(),
+            lr: 1e-3,
+            batch_size: 8,
+            grad_accum: 1,
+            duration: Duration::Epochs(1.0),
+            warmup_steps: 0,
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+            max_source_len: 512,
+            max_target_len: 128,
+            dropout_rate: None,
+            eval_every: None,
+            save_every: None,
+            log_every: 10,
+            seed: 42,
+            template: PromptTemplate::default(),
+        }
+    }
+}
+
+impl FinetuneConfig {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 || self.log_every == 0 {
+            return bad("--batch-size, --grad-accum and --log-every must be at least 1".into());
+        }
+        match self.duration {
+            Duration::MaxSteps(0) => return bad("--max-steps must be at least 1".into()),
+            Duration::Epochs(e) if !(e.is_finite() && e > 0.0) => {
+                return bad(format!("--epochs must be a positive number, got {e}"))
+            }
+            _ => {}
+        }
+        if self.eval_every == Some(0) || self.save_every == Some(0) {
+            return bad("--eval-every and --save-every must be at least 1".into());
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "--weight-decay must be >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if let Some(p) = self.dropout_rate {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("--dropout-rate must be in [0, 1), got {p}"));
+            }
+        }
+        if self.mode == Mode::Lora {
+            self.lora.validate().map_err(TrainError::Config)?;
+        }
+        Ok(())
+    }
+
+    /// Optimizer steps of the run for `n_train` examples.
+    pub fn total_steps(&self, n_train: usize) -> usize {
+        match self.duration {
+            Duration::MaxSteps(n) => n,
+            Duration::Epochs(e) => {
+                let batches = n_train.div_ceil(self.batch_size) as f64 * e;
+                ((batches / self.grad_accum as f64).ceil() as usize).max(1)
+            }
+        }
+    }
+}
+
+/// What `trainer_state.json` of a checkpoint holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Where the training data stream continues.
+    pub stream: StreamPosition,
+    pub epoch: f64,
+    pub base_model: String,
+    pub config: FinetuneConfig,
+    /// Parameter paths the optimizer state in `optimizer.mpk` belongs to.
+    pub optimizer_params: Vec<String>,
+}
+
+/// One optimizer step's numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub eval_loss: Option<f64>,
+    pub final_dir: PathBuf,
+    pub last_checkpoint: PathBuf,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks (also what the parity tests drive)
+// ---------------------------------------------------------------------------------------------
+
+/// Loads a T5 directory, optionally overriding `dropout_rate` (the modules take it at build time).
+pub fn load_t5_with_dropout<B: Backend>(
+    dir: &Path,
+    dropout_rate: Option<f64>,
+    device: &B::Device,
+) -> Result<T5<B>, HubError> {
+    let Some(p) = dropout_rate else {
+        return detox_hub::load_t5(dir, device);
+    };
+    let mut config: T5Config = detox_hub::read_config(dir)?;
+    config.dropout_rate = p;
+    config.validate().map_err(|msg| HubError::Config {
+        path: dir.join("config.json"),
+        msg,
+    })?;
+    let files = detox_hub::weight_files(dir)?;
+    let mut model = T5::new(&config, device);
+    detox_hub::weights::load_into(&mut model, &files, &detox_hub::t5_name_map(&config))?;
+    Ok(model)
+}
+
+/// Sets the dropout of every LoRA adapter (peft's `lora_dropout`).
+pub fn set_lora_dropout<B: Backend>(model: &mut T5<B>, p: f64) {
+    for (_, l) in model.lora_linears() {
+        l.lora_dropout = DropoutConfig::new(p).init();
+    }
+}
+
+/// Mean token NLL of `batch` (`model(input_ids, attention_mask, labels=labels).loss`).
+pub fn batch_loss<B: Backend>(model: &T5<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    let (ids, mask, labels) = batch.tensors::<B>(device);
+    let c = &model.config;
+    let dec = shift_right(labels.clone(), c.decoder_start_token_id(), c.pad_token_id);
+    seq2seq_cross_entropy(model.forward(ids, mask, dec), labels)
+}
+
+/// Forward and backward of one micro-batch, the loss divided by `accum` before backward.
+/// Returns the (undivided) loss and the gradients.
+pub fn micro_step<B: AutodiffBackend>(
+    model: &T5<B>,
+    batch: &Batch,
+    accum: usize,
+    device: &B::Device,
+) -> (f64, GradientsParams) {
+    let loss = batch_loss(model, batch, device);
+    let value = loss.clone().into_scalar().elem::<f64>();
+    let loss = if accum > 1 { loss / accum as f64 } else { loss };
+    (value, GradientsParams::from_grads(loss.backward(), model))
+}
+
+/// Clips `grads` globally to `max_grad_norm` (if set) and applies one optimizer step at `lr`.
+/// Returns the updated module and the gradient norm before clipping.
+pub fn apply_update<B, M, O>(
+    model: M,
+    optim: &mut O,
+    mut grads: GradientsParams,
+    max_grad_norm: Option<f64>,
+    lr: f64,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let norm = match max_grad_norm {
+        Some(m) if m > 0.0 => clip_grad_norm(&model, &mut grads, m),
+        _ => grad_norm(&model, &grads),
+    };
+    (optim.step(lr, model, grads), norm)
+}
+
+struct ParamPaths {
+    stack: Vec<String>,
+    out: Vec<(String, ParamId)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for ParamPaths {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.out.push((self.stack.join("."), param.id));
+    }
+}
+
+/// `(path, id)` of every float parameter, e.g. `encoder.block.0.layer_0.SelfAttention.q.weight`.
+pub fn param_paths<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, ParamId)> {
+    let mut v = ParamPaths {
+        stack: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
+/// A parameter id that depends only on the parameter's path (FNV-1a), so optimizer state saved
+/// from one process maps onto the freshly built model of another.
+fn stable_id(path: &str) -> ParamId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ParamId::from(h)
+}
+
+/// Saves the optimizer state keyed by parameter path; returns the paths.
+pub fn save_optimizer<B: AutodiffBackend>(
+    optim: &T5Optimizer<B>,
+    model: &T5<B>,
+    file: &Path,
+) -> Result<Vec<String>, TrainError> {
+    let paths: HashMap<ParamId, String> = param_paths(model)
+        .into_iter()
+        .map(|(p, id)| (id, p))
+        .collect();
+    let mut names = Vec::new();
+    let record: OptimRecord<B> = optim
+        .to_record()
+        .into_iter()
+        .filter_map(|(id, r)| {
+            let path = paths.get(&id)?;
+            names.push(path.clone());
+            Some((stable_id(path), r))
+        })
+        .collect();
+    names.sort();
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+        .record(record, file.to_path_buf())
+        .map_err(|e| TrainError::Checkpoint {
+            path: file.to_path_buf(),
+            msg: format!("cannot write optimizer state: {e}"),
+        })?;
+    Ok(names)
+}
+
+/// Loads optimizer state written by [`save_optimizer`] for `model`'s parameters.
+pub fn load_optimizer<B: AutodiffBackend>(
+    optim: T5Optimizer<B>,
+    model: &T5<B>,
+    file: &Path,
+    device: &B::Device,
+) -> Result<T5Optimizer<B>, TrainError> {
+    let bad = |msg: String| TrainError::Checkpoint {
+        path: file.to_path_buf(),
+        msg,
+    };
+    let by_stable: HashMap<ParamId, ParamId> = param_paths(model)
+        .into_iter()
+        .map(|(p, id)| (stable_id(&p), id))
+        .collect();
+    let record: OptimRecord<B> = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+        .load(file.to_path_buf(), device)
+        .map_err(|e| bad(format!("cannot read optimizer state: {e}")))?;
+    let n = record.len();
+    let record: OptimRecord<B> = record
+        .into_iter()
+        .filter_map(|(sid, r)| by_stable.get(&sid).map(|id| (*id, r)))
+        .collect();
+    if record.len() != n {
+        return Err(bad(format!(
+            "optimizer state for {} parameter(s) that this model does not have",
+            n - record.len()
+        )));
+    }
+    Ok(optim.load_record(record))
+}
+
+/// The `checkpoint-N` directory with the highest N under `out` that has a trainer state.
+pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(out)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().join(STATE_FILE).is_file().then(|| (n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, p)| p)
+}
+
+pub fn read_trainer_state(dir: &Path) -> Result<TrainerState, TrainError> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path,
+        msg: format!("not a detox trainer state: {e}"),
+    })
+}
+
+/// Where to resume from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The latest `checkpoint-N` in the output directory.
+    Latest,
+    Dir(PathBuf),
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trainer
+// ---------------------------------------------------------------------------------------------
+
+/// A fine-tuning run: model, optimizer, data and position.
+pub struct Trainer<B: AutodiffBackend> {
+    model: Option<T5<B>>,
+    optim: T5Optimizer<B>,
+    cfg: FinetuneConfig,
+    lora: Option<LoraConfig>,
+    schedule: LinearSchedule,
+    train: Vec<Tokenized>,
+    eval: Option<Vec<Tokenized>>,
+    stream: BatchStream,
+    step: usize,
+    pad: u32,
+    model_dir: PathBuf,
+    out: PathBuf,
+    device: B::Device,
+    last_saved: Option<usize>,
+    /// Whether `last_saved` was written by this process (else it is the resumed checkpoint).
+    last_saved_here: bool,
+    resumed_from: Option<PathBuf>,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// Loads the model (and, when resuming, the checkpoint), tokenizes the data, builds the
+    /// optimizer. Nothing is written yet.
+    pub fn new(
+        model_dir: &Path,
+        train: &[Example],
+        eval: Option<&[Example]>,
+        out: &Path,
+        cfg: FinetuneConfig,
+        resume: Option<Resume>,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        cfg.validate()?;
+        let config: T5Config = detox_hub::read_config(model_dir)?;
+        config.validate().map_err(|msg| HubError::Config {
+            path: model_dir.join("config.json"),
+            msg,
+        })?;
+        let encoder = Encoder::from_dir(
+            model_dir,
+            config.pad_token_id,
+            config.vocab_size,
+            cfg.template.clone(),
+            cfg.max_source_len,
+            cfg.max_target_len,
+        )?;
+        let train_tok = encoder.encode_all(train)?;
+        let eval_tok = eval.map(|e| encoder.encode_all(e)).transpose()?;
+        if train_tok.is_empty() {
+            return Err(TrainError::Config("no training examples".into()));
+        }
+
+        let checkpoint = match &resume {
+            None => {
+                if let Some(existing) = latest_checkpoint(out) {
+                    return Err(TrainError::Config(format!(
+                        "{} already holds a run ({}): pass --resume to continue it, or choose another --out",
+                        out.display(),
+                        existing.display()
+                    )));
+                }
+                None
+            }
+            Some(Resume::Latest) => Some(latest_checkpoint(out).ok_or_else(|| {
+                TrainError::Config(format!(
+                    "--resume: no checkpoint-N directory with {STATE_FILE} in {}",
+                    out.display()
+                ))
+            })?),
+            Some(Resume::Dir(d)) => Some(d.clone()),
+        };
+        let state = checkpoint.as_deref().map(read_trainer_state).transpose()?;
+        if let Some(s) = &state {
+            if s.config.mode != cfg.mode {
+                return Err(TrainError::Config(format!(
+                    "--resume: the checkpoint was trained with --mode {:?}, this run asks for {:?}",
+                    s.config.mode, cfg.mode
+                )));
+            }
+            if s.config.batch_size != cfg.batch_size || s.config.seed != cfg.seed {
+                eprintln!(
+                    "warning: resuming with a different --batch-size or --seed than the checkpoint's: the data order changes"
+                );
+            }
+        }
+
+        B::seed(device, cfg.seed);
+        let mut lora = None;
+        let model = match (cfg.mode, &checkpoint) {
+            (Mode::Full, None) => load_t5_with_dropout::<B>(model_dir, cfg.dropout_rate, device)?,
+            (Mode::Full, Some(ck)) => load_t5_with_dropout::<B>(ck, cfg.dropout_rate, device)?,
+            (Mode::Lora, ck) => {
+                let mut m =
+                    load_t5_with_dropout::<B>(model_dir, cfg.dropout_rate, device)?.no_grad();
+                let lc = match ck {
+                    None => {
+                        let mut lc = cfg.lora.clone();
+                        lc.base_model_name_or_path = Some(model_dir.display().to_string());
+                        m.add_lora(&lc, device).map_err(TrainError::Config)?;
+                        lc
+                    }
+                    Some(ck) => {
+                        let names = detox_hub::t5_name_map(&m.config);
+                        let lc = detox_hub::load_adapter(&mut m, ck, &names, device)?;
+                        // load_adapter sets peft's inference-mode dropout; train with the run's.
+                        set_lora_dropout(&mut m, lc.lora_dropout);
+                        lc
+                    }
+                };
+                lora = Some(lc);
+                m
+            }
+        };
+        let mut cfg = cfg;
+        if let Some(lc) = &lora {
+            // Checkpoints record the adapter actually trained (on resume: the checkpoint's).
+            cfg.lora = lc.clone();
+        }
+        let mut optim = crate::optim::adamw(cfg.weight_decay).init::<B, T5<B>>();
+        if let Some(ck) = &checkpoint {
+            optim = load_optimizer(optim, &model, &ck.join(OPTIMIZER_FILE), device)?;
+        }
+
+        let total = cfg.total_steps(train_tok.len());
+        let pos = state.as_ref().map(|s| s.stream).unwrap_or_default();
+        let step = state.as_ref().map_or(0, |s| s.step);
+        Ok(Self {
+            model: Some(model),
+            optim,
+            schedule: LinearSchedule::new(cfg.lr, cfg.warmup_steps, total),
+            stream: BatchStream::at(train_tok.len(), cfg.batch_size, cfg.seed, pos),
+            train: train_tok,
+            eval: eval_tok,
+            step,
+            pad: config.pad_token_id,
+            model_dir: model_dir.to_path_buf(),
+            out: out.to_path_buf(),
+            device: device.clone(),
+            last_saved: state.as_ref().map(|s| s.step),
+            last_saved_here: false,
+            resumed_from: checkpoint,
+            lora,
+            cfg,
+        })
+    }
+
+    /// Drops the optimizer state (AdamW moments): the next step starts them afresh.
+    pub fn reset_optimizer(&mut self) {
+        self.optim = crate::optim::adamw(self.cfg.weight_decay).init::<B, T5<B>>();
+    }
+
+    pub fn model(&self) -> &T5<B> {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.schedule.total
+    }
+
+    pub fn resumed_from(&self) -> Option<&Path> {
+        self.resumed_from.as_deref()
+    }
+
+    pub fn epoch(&self) -> f64 {
+        self.stream.epoch_progress()
+    }
+
+    pub fn num_train_examples(&self) -> usize {
+        self.train.len()
+    }
+
+    /// `(trainable, all)` parameter counts (peft's `get_nb_trainable_parameters`).
+    pub fn parameter_counts(&self) -> (usize, usize) {
+        let mut m = self.model().clone();
+        let all = m.num_params();
+        match self.cfg.mode {
+            Mode::Full => (all, all),
+            Mode::Lora => (m.lora_param_count(), all),
+        }
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches.
+    pub fn train_step(&mut self) -> Result<StepStats, TrainError> {
+        let lr = self.schedule.lr(self.step);
+        B::seed(&self.device, step_seed(self.cfg.seed, self.step));
+        let model = self.model.take().expect("model present between steps");
+        let mut accum = GradientsAccumulator::<T5<B>>::new();
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for _ in 0..self.cfg.grad_accum {
+            let idx = self.stream.next_indices();
+            let rows: Vec<&Tokenized> = idx.iter().map(|&i| &self.train[i]).collect();
+            let batch = Batch::collate(&rows, self.pad);
+            tokens += batch.num_tokens();
+            let (loss, grads) = micro_step(&model, &batch, self.cfg.grad_accum, &self.device);
+            loss_sum += loss;
+            accum.accumulate(&model, grads);
+        }
+        let loss = loss_sum / self.cfg.grad_accum as f64;
+        let grads = accum.grads();
+        if !loss.is_finite() {
+            self.model = Some(model);
+            return Err(TrainError::NonFinite {
+                what: "training loss",
+                value: loss,
+                step: self.step + 1,
+            });
+        }
+        let (model, norm) = apply_update(model, &mut self.optim, grads, self.cfg.max_grad_norm, lr);
+        self.model = Some(model);
+        self.step += 1;
+        if !norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "gradient norm",
+                value: norm,
+                step: self.step,
+            });
+        }
+        Ok(StepStats {
+            loss,
+            lr,
+            grad_norm: norm,
+            tokens,
+        })
+    }
+
+    /// Mean token NLL over the eval set, dropout off (`None` without an eval set).
+    pub fn evaluate(&self) -> Option<f64> {
+        let eval = self.eval.as_ref()?;
+        let model = self.model().valid();
+        let (mut nll, mut count) = (0.0f64, 0usize);
+        for chunk in eval.chunks(self.cfg.batch_size) {
+            let rows: Vec<&Tokenized> = chunk.iter().collect();
+            let batch = Batch::collate(&rows, self.pad);
+            let (ids, mask, labels) = batch.tensors::<B::InnerBackend>(&self.device);
+            let c = &model.config;
+            let dec = shift_right(labels.clone(), c.decoder_start_token_id(), c.pad_token_id);
+            let s = token_nll(model.forward(ids, mask, dec), labels)
+                .sum()
+                .into_scalar();
+            nll += s.elem::<f64>();
+            count += batch.num_label_tokens();
+        }
+        Some(nll / count.max(1) as f64)
+    }
+
+    /// Writes the model alone into the existing directory `dir`.
+    fn write_model(&self, dir: &Path) -> Result<(), TrainError> {
+        let model = self.model().valid();
+        match &self.lora {
+            Some(lc) => {
+                // save_adapter swaps in a complete directory; `dir` is still our temporary one.
+                detox_hub::save_adapter(&model, lc, dir, &detox_hub::models::t5_name_map_to_hf())?;
+            }
+            None => {
+                detox_hub::save::write_t5_files(&model, dir)?;
+                detox_hub::copy_companion_files(&self.model_dir, dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fresh_tmp(dir: &Path) -> Result<PathBuf, TrainError> {
+        let tmp = sibling(dir, "tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        Ok(tmp)
+    }
+
+    /// Writes `checkpoint-{step}` atomically: model, optimizer state, trainer state.
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
+        let dir = self.out.join(format!("checkpoint-{}", self.step));
+        let tmp = Self::fresh_tmp(&dir)?;
+        self.write_model(&tmp)?;
+        let optimizer_params =
+            save_optimizer(&self.optim, self.model(), &tmp.join(OPTIMIZER_FILE))?;
+        let state = TrainerState {
+            step: self.step,
+            total_steps: self.schedule.total,
+            stream: self.stream.position(),
+            epoch: self.stream.epoch_progress(),
+            base_model: self.model_dir.display().to_string(),
+            config: self.cfg.clone(),
+            optimizer_params,
+        };
+        let path = tmp.join(STATE_FILE);
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&state).expect("json") + "\n",
+        )
+        .map_err(io_err(&path))?;
+        replace_dir(&tmp, &dir)?;
+        self.last_saved = Some(self.step);
+        self.last_saved_here = true;
+        Ok(dir)
+    }
+
+    /// Writes the model alone to `dir`, atomically (a peft adapter dir, or a transformers model
+    /// dir with the base model's tokenizer files).
+    pub fn save_model(&self, dir: &Path) -> Result<(), TrainError> {
+        let tmp = Self::fresh_tmp(dir)?;
+        self.write_model(&tmp)?;
+        replace_dir(&tmp, dir)?;
+        Ok(())
+    }
+
+    fn append_metrics(&self, row: &serde_json::Value) -> Result<(), TrainError> {
+        let path = self.out.join(METRICS_FILE);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        writeln!(f, "{row}").map_err(io_err(&path))
+    }
+
+    /// Drops metrics rows past the resumed step (left by a run that stopped after its last
+    /// checkpoint), so the file reads as one run.
+    fn trim_metrics(&self) -> Result<(), TrainError> {
+        let path = self.out.join(METRICS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= self.step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, kept).map_err(io_err(&path))
+    }
+
+    /// Trains to the end: logs, evaluates, checkpoints, and writes `OUT/final`.
+    pub fn run(&mut self, show_progress: bool) -> Result<RunSummary, TrainError> {
+        std::fs::create_dir_all(&self.out).map_err(io_err(&self.out))?;
+        if self.resumed_from.is_some() {
+            self.trim_metrics()?;
+        }
+        let total = self.schedule.total;
+        let pb = if show_progress {
+            indicatif::ProgressBar::new(total as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .expect("valid template"),
+        );
+        pb.set_position(self.step as u64);
+        let (mut first_loss, mut last_loss, mut eval_loss) = (None, None, None);
+        let (mut win_loss, mut win_steps, mut win_tokens) = (0.0, 0usize, 0usize);
+        let mut win_start = Instant::now();
+        while self.step < total {
+            let s = self.train_step()?;
+            first_loss.get_or_insert(s.loss);
+            last_loss = Some(s.loss);
+            win_loss += s.loss;
+            win_steps += 1;
+            win_tokens += s.tokens;
+            let elapsed = win_start.elapsed().as_secs_f64().max(1e-9);
+            let tps = win_tokens as f64 / elapsed;
+            pb.set_position(self.step as u64);
+            pb.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.0} tok/s",
+                s.loss, s.lr, tps
+            ));
+
+            let at_end = self.step == total;
+            let do_eval = self.eval.is_some()
+                && (at_end || self.cfg.eval_every.is_some_and(|n| self.step % n == 0));
+            let do_log = at_end || self.step % self.cfg.log_every == 0;
+            let mut row = None;
+            if do_log || do_eval {
+                let mut r = serde_json::json!({
+                    "step": self.step,
+                    "epoch": (self.stream.epoch_progress() * 1e4).round() / 1e4,
+                    "loss": win_loss / win_steps as f64,
+                    "lr": s.lr,
+                    "grad_norm": s.grad_norm,
+                    "tokens_per_s": tps,
+                });
+                if do_eval {
+                    let e = self.evaluate().expect("eval set present");
+                    if !e.is_finite() {
+                        return Err(TrainError::NonFinite {
+                            what: "eval loss",
+                            value: e,
+                            step: self.step,
+                        });
+                    }
+                    eval_loss = Some(e);
+                    r["eval_loss"] = serde_json::json!(e);
+                    pb.suspend(|| eprintln!("step {}: eval_loss {e:.4}", self.step));
+                }
+                row = Some(r);
+            }
+            if let Some(r) = row {
+                self.append_metrics(&r)?;
+                if do_log {
+                    win_loss = 0.0;
+                    win_steps = 0;
+                    win_tokens = 0;
+                    win_start = Instant::now();
+                }
+            }
+            if self.cfg.save_every.is_some_and(|n| self.step % n == 0) {
+                let dir = self.save_checkpoint()?;
+                pb.suspend(|| eprintln!("step {}: saved {}", self.step, dir.display()));
+            }
+        }
+        pb.finish_and_clear();
+        let last_checkpoint = if self.last_saved == Some(self.step) {
+            match (&self.resumed_from, self.last_saved_here) {
+                (Some(d), false) => d.clone(),
+                _ => self.out.join(format!("checkpoint-{}", self.step)),
+            }
+        } else {
+            self.save_checkpoint()?
+        };
+        let final_dir = self.out.join("final");
+        self.save_model(&final_dir)?;
+        Ok(RunSummary {
+            steps: self.step,
+            first_loss,
+            last_loss,
+            eval_loss,
+            final_dir,
+            last_checkpoint,
+        })
+    }
+}
+
+/// The backend seed of step `step`'s dropout masks.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step as u64 + 1)
+}

@@ -1,0 +1,23 @@
+//! Supervised fine-tuning of T5 / FLAN-T5 — full or LoRA — with the numbers of transformers'
+//! `Seq2SeqTrainer` + peft: the seq2seq cross-entropy ([`loss`]), DialogSum data with the lab's
+//! instruction template ([`data`]), `clip_grad_norm_` ([`clip`]), the linear warmup/decay
+//! schedule ([`schedule`]), torch's AdamW through burn's ([`optim`]) and the loop with metrics,
+//! checkpoints and resume ([`finetune`]). Generic over burn's `AutodiffBackend`.
+
+pub mod clip;
+pub mod data;
+pub mod finetune;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+
+pub use clip::{clip_grad_norm, grad_norm};
+pub use data::{
+    read_jsonl, Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, Tokenized,
+    DEFAULT_TEMPLATE,
+};
+pub use finetune::{
+    Duration, FinetuneConfig, Mode, Resume, RunSummary, StepStats, TrainError, Trainer,
+};
+pub use loss::{seq2seq_cross_entropy, shift_right, token_nll, IGNORE_INDEX};
+pub use schedule::LinearSchedule;

@@ -1,0 +1,216 @@
+//! `detox finetune`: supervised fine-tuning (full or LoRA) of a T5 / FLAN-T5 model on DialogSum-style
+//! JSONL, as the lab's `Seq2SeqTrainer` run does it (see `detox-train`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use detox_models::lora::parameter_report;
+use detox_models::LoraConfig;
+use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, Resume, Trainer};
+
+use crate::backend::{AutodiffJob, DeviceKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Train every parameter.
+    Full,
+    /// Train LoRA adapters only (peft), base model frozen.
+    Lora,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct FinetuneArgs {
+    /// Model directory (config.json, model.safetensors, tokenizer.json) or Hugging Face hub id.
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, value_enum)]
+    pub mode: ModeArg,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 32)]
+    pub lora_r: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub lora_alpha: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub lora_dropout: f64,
+    /// Linear layers to adapt (peft's target_modules: name suffixes).
+    #[arg(long, value_delimiter = ',', default_value = "q,v")]
+    pub target_modules: Vec<String>,
+    /// Training split: JSONL with `dialogue` and `summary` (DialogSum: also `id`, `topic`).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Validation split for the eval loss.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Use only the first N training examples.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N eval examples.
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
+    /// Output directory: metrics.jsonl, checkpoint-N/, final/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Peak learning rate (linear decay to 0 after --warmup-steps).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Optimizer steps to run.
+    #[arg(long, conflicts_with = "epochs")]
+    pub max_steps: Option<usize>,
+    /// Passes over the training data (default 1 when --max-steps is not given).
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// AdamW's decoupled weight decay (applied to every trained tensor).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 512)]
+    pub max_source_len: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_target_len: usize,
+    /// Override the model's dropout_rate while training.
+    #[arg(long)]
+    pub dropout_rate: Option<f64>,
+    /// Instruction template with a `{dialogue}` slot (default: the lab's).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Compute the eval loss every N steps (it is always computed at the end when --eval is given).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Write checkpoint-N every N steps (one is always written at the end).
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Append a metrics.jsonl row every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    pub resume: Option<Option<PathBuf>>,
+    /// Print one JSON object at the end: {"steps", "first_loss", "last_loss", "eval_loss", "final", "checkpoint"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FinetuneArgs {
+    fn config(&self) -> Result<FinetuneConfig> {
+        let targets: Vec<&str> = self.target_modules.iter().map(String::as_str).collect();
+        let template = match &self.template {
+            Some(t) => PromptTemplate::new(t.clone())?,
+            None => PromptTemplate::default(),
+        };
+        Ok(FinetuneConfig {
+            mode: match self.mode {
+                ModeArg::Full => Mode::Full,
+                ModeArg::Lora => Mode::Lora,
+            },
+            lora: LoraConfig::new(self.lora_r, self.lora_alpha, &targets, self.lora_dropout),
+            lr: self.lr,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            duration: match (self.max_steps, self.epochs) {
+                (Some(n), _) => Duration::MaxSteps(n),
+                (None, Some(e)) => Duration::Epochs(e),
+                (None, None) => Duration::Epochs(1.0),
+            },
+            warmup_steps: self.warmup_steps,
+            weight_decay: self.weight_decay,
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            max_source_len: self.max_source_len,
+            max_target_len: self.max_target_len,
+            dropout_rate: self.dropout_rate,
+            eval_every: self.eval_every,
+            save_every: self.save_every,
+            log_every: self.log_every,
+            seed: self.seed,
+            template,
+        })
+    }
+}
+
+pub struct Finetune(pub FinetuneArgs);
+
+impl AutodiffJob for Finetune {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let args = self.0;
+        let cfg = args.config()?;
+        let dir = detox_hub::resolve_model(&args.model)?;
+        let train = detox_train::read_jsonl(&args.train, args.train_limit)?;
+        let eval = args
+            .eval
+            .as_ref()
+            .map(|p| detox_train::read_jsonl(p, args.eval_limit))
+            .transpose()?;
+        let resume = args.resume.clone().map(|r| match r {
+            Some(d) => Resume::Dir(d),
+            None => Resume::Latest,
+        });
+        let mut trainer = Trainer::<B>::new(
+            &dir,
+            &train,
+            eval.as_deref(),
+            &args.out,
+            cfg,
+            resume,
+            &device,
+        )
+        .context("cannot set up fine-tuning")?;
+        let (trainable, all) = trainer.parameter_counts();
+        if args.mode == ModeArg::Lora && !args.json {
+            println!("{}", parameter_report(trainable, all));
+        }
+        if let Some(ck) = trainer.resumed_from() {
+            eprintln!("resuming from {} at step {}", ck.display(), trainer.step());
+        }
+        eprintln!(
+            "fine-tuning ({}) on {} examples: {} optimizer steps, {} trainable of {} parameters",
+            match args.mode {
+                ModeArg::Full => "full",
+                ModeArg::Lora => "LoRA",
+            },
+            trainer.num_train_examples(),
+            trainer.total_steps(),
+            trainable,
+            all
+        );
+        let summary = trainer.run(std::io::stderr().is_terminal())?;
+        if args.json {
+            let out = serde_json::json!({
+                "steps": summary.steps,
+                "first_loss": summary.first_loss,
+                "last_loss": summary.last_loss,
+                "eval_loss": summary.eval_loss,
+                "trainable_params": trainable,
+                "all_params": all,
+                "final": summary.final_dir,
+                "checkpoint": summary.last_checkpoint,
+            });
+            println!("{out}");
+        } else {
+            if let (Some(a), Some(b)) = (summary.first_loss, summary.last_loss) {
+                println!("loss {a:.4} -> {b:.4} over {} steps", summary.steps);
+            }
+            if let Some(e) = summary.eval_loss {
+                println!("eval loss {e:.4}");
+            }
+            println!("final model: {}", summary.final_dir.display());
+            println!("last checkpoint: {}", summary.last_checkpoint.display());
+        }
+        Ok(())
+    }
+}
