@@ -221,3 +221,19 @@ fn bad_adapters_are_refused_with_a_clear_error() {
     });
     assert!(err(&d).contains("missing LoRA weights"), "{}", err(&d));
 }
+
+/// The reverse direction: an adapter `detox finetune` wrote, loaded by peft
+/// (`tools/check_rust_adapter.py`), gives the logits detox computes with it.
+#[test]
+fn peft_loads_our_adapter_and_computes_our_logits() {
+    let r = Reference::load("rust-adapter");
+    let base = Reference::load("t5-tiny");
+    let device = Default::default();
+    let model = with_adapter("rust-written-qvwo");
+    let logits = model.forward(
+        base.int::<Cpu, 2>("input_ids", &device),
+        base.int::<Cpu, 2>("attention_mask", &device),
+        base.int::<Cpu, 2>("decoder_input_ids", &device),
+    );
+    assert_close(&r, "logits", logits, TOL);
+}
