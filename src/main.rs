@@ -3,6 +3,7 @@
 
 mod backend;
 mod bench;
+mod cmd_evaluate;
 mod cmd_finetune;
 mod cmd_rouge;
 mod prompt;
@@ -41,6 +42,8 @@ enum Command {
     Inspect(InspectArgs),
     /// ROUGE-1/2/L/Lsum exactly as rouge_score computes it.
     Rouge(cmd_rouge::RougeArgs),
+    /// Side-by-side summaries of several models on the first N dialogues, with ROUGE; CSV + JSON.
+    Evaluate(cmd_evaluate::EvaluateArgs),
     /// Throughput benchmarks at flan-t5-base / roberta-base size (random weights).
     Bench(bench::BenchArgs),
     /// Fine-tune a T5 / FLAN-T5 model (full or LoRA) on DialogSum-style JSONL.
@@ -138,6 +141,10 @@ fn main() -> ExitCode {
         }
         Command::Inspect(args) => inspect(&args),
         Command::Rouge(args) => cmd_rouge::run(&args),
+        Command::Evaluate(args) => {
+            let device = args.device;
+            run_on(device, cmd_evaluate::Evaluate(args))
+        }
         Command::Bench(args) => {
             let device = args.device;
             run_on(device, bench::Bench(args))

@@ -213,3 +213,68 @@ fn bad_inputs_exit_nonzero_with_one_clear_error() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+#[test]
+fn evaluate_writes_side_by_side_csv_and_json_with_rouge() {
+    let dir = std::env::temp_dir().join(format!("detox-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("rows.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\":\"a\",\"dialogue\":\"#Person1#: Hi, how are you? #Person2#: Fine.\",\"summary\":\"They greet.\",\"topic\":\"t\"}\n\
+         {\"id\":\"b\",\"dialogue\":\"#Person1#: Lunch? #Person2#: Sure.\",\"summary\":\"They go to lunch.\",\"topic\":\"t\"}\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let model = fixture("t5-tiny");
+    let lora = format!("{}+{}", model, fixture("lora/t5-tiny-lora-qv"));
+    let out = detox(&[
+        "evaluate",
+        "--model",
+        &format!("original={model}"),
+        "--model",
+        &format!("lora={lora}"),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("evaluation.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["samples"], 2);
+    assert_eq!(v["models"].as_array().unwrap().len(), 2);
+    for m in v["models"].as_array().unwrap() {
+        assert_eq!(m["summaries"].as_array().unwrap().len(), 2);
+        for k in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
+            assert!(m["rouge"][k].is_number(), "{k}");
+        }
+    }
+    let csv = std::fs::read_to_string(out_dir.join("evaluation.csv")).unwrap();
+    assert!(csv.starts_with(
+        "\"human_baseline_summaries\",\"original_model_summaries\",\"lora_model_summaries\""
+    ));
+    assert_eq!(csv.lines().count(), 3);
+    // A name given twice is refused.
+    let out = detox(&[
+        "evaluate",
+        "--model",
+        &format!("a={model}"),
+        "--model",
+        &format!("a={model}"),
+        "--dataset",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+}

@@ -1,0 +1,271 @@
+//! `detox evaluate`: the lab's side-by-side evaluation — summaries of the first N test dialogues
+//! from several models (e.g. original / fully fine-tuned / LoRA), the human summary beside them,
+//! and each model's ROUGE against the human summaries. Writes `evaluation.csv` and
+//! `evaluation.json` (atomically) and prints the table.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::backend::{DeviceKind, Job};
+use detox_generate::{generate, GenerationConfig};
+use detox_hub::TextTokenizer;
+use detox_rouge::{mean_fmeasure, RougeMeans};
+use detox_train::data::{read_jsonl, PromptTemplate};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvaluateArgs {
+    /// `NAME=DIR` or `NAME=DIR+ADAPTER_DIR` (repeat): a model directory / hub id, optionally with a
+    /// peft LoRA adapter, e.g. `--model original=google/flan-t5-base --model lora=google/flan-t5-base+run/final`.
+    #[arg(long = "model", required = true)]
+    pub models: Vec<String>,
+    /// DialogSum-style JSONL (`dialogue`, `summary`), e.g. ../shared/data/dialogsum/test.jsonl.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Evaluate the first N rows.
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 200)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 512)]
+    pub max_source_length: usize,
+    /// Instruction template with a `{dialogue}` slot.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Output directory for evaluation.csv and evaluation.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+}
+
+#[derive(Debug, Clone)]
+struct ModelSpec {
+    name: String,
+    model: String,
+    adapter: Option<PathBuf>,
+}
+
+fn parse_spec(s: &str) -> Result<ModelSpec> {
+    let (name, rest) = s
+        .split_once('=')
+        .with_context(|| format!("--model `{s}`: expected NAME=DIR or NAME=DIR+ADAPTER_DIR"))?;
+    if name.is_empty() || rest.is_empty() {
+        bail!("--model `{s}`: expected NAME=DIR or NAME=DIR+ADAPTER_DIR");
+    }
+    let (model, adapter) = match rest.split_once('+') {
+        Some((m, a)) => (m.to_string(), Some(PathBuf::from(a))),
+        None => (rest.to_string(), None),
+    };
+    Ok(ModelSpec {
+        name: name.to_string(),
+        model,
+        adapter,
+    })
+}
+
+#[derive(Serialize)]
+struct ModelReport {
+    name: String,
+    model: String,
+    adapter: Option<String>,
+    rouge: RougeMeans,
+    summaries: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    dataset: String,
+    samples: usize,
+    dialogues: Vec<String>,
+    human_baseline_summaries: Vec<String>,
+    models: Vec<ModelReport>,
+}
+
+pub struct Evaluate(pub EvaluateArgs);
+
+impl Job for Evaluate {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let specs = a
+            .models
+            .iter()
+            .map(|s| parse_spec(s))
+            .collect::<Result<Vec<_>>>()?;
+        let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            bail!("--model names must be distinct");
+        }
+        let template = match &a.template {
+            Some(t) => PromptTemplate::new(t.clone())?,
+            None => PromptTemplate::default(),
+        };
+        let rows = read_jsonl(&a.dataset, Some(a.samples))?;
+        if rows.is_empty() {
+            bail!("{}: no examples", a.dataset.display());
+        }
+        let prompts: Vec<String> = rows.iter().map(|r| template.render(&r.dialogue)).collect();
+        let human: Vec<String> = rows.iter().map(|r| r.summary.clone()).collect();
+        let gen = GenerationConfig {
+            max_new_tokens: a.max_new_tokens,
+            ..Default::default()
+        };
+
+        let mut reports = Vec::new();
+        for spec in &specs {
+            let dir = detox_hub::resolve_model(&spec.model)?;
+            let mut model = detox_hub::load_t5::<B>(&dir, &device)?;
+            if let Some(adapter) = &spec.adapter {
+                let names = detox_hub::t5_name_map(&model.config);
+                detox_hub::load_adapter(&mut model, adapter, &names, &device)?;
+            }
+            let c = &model.config;
+            let tok =
+                TextTokenizer::from_dir(&dir, c.pad_token_id, a.max_source_length, c.vocab_size)?;
+            let mut summaries = Vec::with_capacity(prompts.len());
+            for chunk in prompts.chunks(a.batch_size.max(1)) {
+                let batch = tok.encode_batch(chunk)?;
+                let ids = Tensor::<B, 2, Int>::from_data(
+                    TensorData::new(batch.ids, [batch.batch, batch.len]),
+                    &device,
+                );
+                let mask = Tensor::<B, 2, Int>::from_data(
+                    TensorData::new(batch.mask, [batch.batch, batch.len]),
+                    &device,
+                );
+                let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+                for out in generate(&model, ids, mask, &gen, &mut rng) {
+                    summaries.push(tok.decode(&out)?);
+                }
+                eprintln!(
+                    "{}: {}/{} summaries",
+                    spec.name,
+                    summaries.len(),
+                    prompts.len()
+                );
+            }
+            let scores: Vec<_> = summaries
+                .iter()
+                .zip(&human)
+                .map(|(p, r)| detox_rouge::score(p, r))
+                .collect();
+            reports.push(ModelReport {
+                name: spec.name.clone(),
+                model: spec.model.clone(),
+                adapter: spec.adapter.as_ref().map(|p| p.display().to_string()),
+                rouge: mean_fmeasure(&scores),
+                summaries,
+            });
+        }
+
+        print_table(&human, &reports);
+        let report = Report {
+            dataset: a.dataset.display().to_string(),
+            samples: rows.len(),
+            dialogues: rows.iter().map(|r| r.dialogue.clone()).collect(),
+            human_baseline_summaries: human,
+            models: reports,
+        };
+        std::fs::create_dir_all(&a.out)
+            .with_context(|| format!("cannot create {}", a.out.display()))?;
+        write_atomic(
+            &a.out.join("evaluation.json"),
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
+        write_atomic(&a.out.join("evaluation.csv"), csv(&report).as_bytes())?;
+        eprintln!(
+            "wrote {} and {}",
+            a.out.join("evaluation.csv").display(),
+            a.out.join("evaluation.json").display()
+        );
+        Ok(())
+    }
+}
+
+fn print_table(human: &[String], reports: &[ModelReport]) {
+    let clip = |s: &str| {
+        let s = s.replace('\n', " ");
+        if s.chars().count() > 60 {
+            format!("{}…", s.chars().take(59).collect::<String>())
+        } else {
+            s
+        }
+    };
+    print!("{:<4} {:<62}", "#", "human_baseline_summaries");
+    for r in reports {
+        print!(" {:<62}", format!("{}_model_summaries", r.name));
+    }
+    println!();
+    for (i, h) in human.iter().enumerate() {
+        print!("{i:<4} {:<62}", clip(h));
+        for r in reports {
+            print!(" {:<62}", clip(&r.summaries[i]));
+        }
+        println!();
+    }
+    println!();
+    for r in reports {
+        let m = &r.rouge;
+        println!(
+            "{} model ROUGE: rouge1 {:.4}  rouge2 {:.4}  rougeL {:.4}  rougeLsum {:.4}",
+            r.name, m.rouge1, m.rouge2, m.rouge_l, m.rouge_lsum
+        );
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn csv(report: &Report) -> String {
+    let mut out = csv_field("human_baseline_summaries");
+    for m in &report.models {
+        out.push(',');
+        out.push_str(&csv_field(&format!("{}_model_summaries", m.name)));
+    }
+    out.push('\n');
+    for (i, h) in report.human_baseline_summaries.iter().enumerate() {
+        out.push_str(&csv_field(h));
+        for m in &report.models {
+            out.push(',');
+            out.push_str(&csv_field(&m.summaries[i]));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes `bytes` to a temporary sibling, then renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_specs_parse_name_dir_and_adapter() {
+        let s = parse_spec("lora=base+run/final").unwrap();
+        assert_eq!((s.name.as_str(), s.model.as_str()), ("lora", "base"));
+        assert_eq!(s.adapter, Some(PathBuf::from("run/final")));
+        assert!(parse_spec("nodir").is_err());
+        assert!(parse_spec("=dir").is_err());
+    }
+
+    #[test]
+    fn csv_quotes_fields() {
+        assert_eq!(csv_field("a \"b\", c"), "\"a \"\"b\"\", c\"");
+    }
+}
