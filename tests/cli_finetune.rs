@@ -26,19 +26,7 @@ fn ok(out: &Output) -> String {
 }
 
 fn shared() -> Option<PathBuf> {
-    let dir = std::env::var("DETOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    if dir.join("data/dialogsum/train.jsonl").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("DETOX_REQUIRE_SHARED").is_err(),
-        "DETOX_REQUIRE_SHARED is set but {} has no data/dialogsum/train.jsonl",
-        dir.display()
-    );
-    eprintln!("skipped: ../shared not found (set DETOX_SHARED or DETOX_REQUIRE_SHARED=1)");
-    None
+    common::shared("data/dialogsum/train.jsonl")
 }
 
 fn scratch(tag: &str) -> PathBuf {

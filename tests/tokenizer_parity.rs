@@ -6,19 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 fn shared() -> Option<PathBuf> {
-    let dir = std::env::var("DETOX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    if dir.join("tokenizers").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("DETOX_REQUIRE_SHARED").is_err(),
-        "DETOX_REQUIRE_SHARED is set but {} has no tokenizers/",
-        dir.display()
-    );
-    eprintln!("skipped: ../shared not found (set DETOX_SHARED or DETOX_REQUIRE_SHARED=1)");
-    None
+    common::shared("tokenizers")
 }
 
 #[test]

@@ -138,3 +138,21 @@ pub fn pad_rows(rows: &[Vec<u32>], width: usize, pad: i64) -> Vec<Vec<i64>> {
 pub fn wgpu_enabled() -> bool {
     std::env::var("DETOX_TEST_WGPU").is_ok_and(|v| v == "1")
 }
+
+/// `../shared` (or `$DETOX_SHARED`) when it holds `probe`; `None` with a printed skip notice when
+/// it does not, unless `DETOX_REQUIRE_SHARED` is set (CI), which makes absence a failure.
+pub fn shared(probe: &str) -> Option<PathBuf> {
+    let dir = std::env::var("DETOX_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    if dir.join(probe).exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("DETOX_REQUIRE_SHARED").is_err(),
+        "DETOX_REQUIRE_SHARED is set but {} has no {probe}",
+        dir.display()
+    );
+    eprintln!("skipped: ../shared not found (set DETOX_SHARED or DETOX_REQUIRE_SHARED=1)");
+    None
+}

@@ -156,6 +156,23 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HubError> {
     })
 }
 
+/// A snapshot like `snapshot` whose data is `f(original data)`, as f32 of shape `shape`.
+fn map_f32_data(
+    snapshot: &TensorSnapshot,
+    shape: burn::tensor::Shape,
+    f: impl Fn(burn::tensor::TensorData) -> burn::tensor::TensorData + 'static,
+) -> TensorSnapshot {
+    let data = snapshot.clone_data_fn();
+    TensorSnapshot::from_closure(
+        Rc::new(move || Ok(f(data()?.convert_dtype(DType::F32)))),
+        DType::F32,
+        shape,
+        snapshot.path_stack.clone().unwrap_or_default(),
+        snapshot.container_stack.clone().unwrap_or_default(),
+        snapshot.tensor_id.unwrap_or_default(),
+    )
+}
+
 /// Widens f16/bf16 tensors to f32 (models compute in f32).
 #[derive(Debug, Clone, Default)]
 pub struct WidenToF32;
@@ -165,15 +182,7 @@ impl ModuleAdapter for WidenToF32 {
         if !matches!(snapshot.dtype, DType::F16 | DType::BF16) {
             return snapshot.clone();
         }
-        let data = snapshot.clone_data_fn();
-        TensorSnapshot::from_closure(
-            Rc::new(move || Ok(data()?.convert_dtype(DType::F32))),
-            DType::F32,
-            snapshot.shape.clone(),
-            snapshot.path_stack.clone().unwrap_or_default(),
-            snapshot.container_stack.clone().unwrap_or_default(),
-            snapshot.tensor_id.unwrap_or_default(),
-        )
+        map_f32_data(snapshot, snapshot.shape.clone(), |d| d)
     }
 
     fn clone_box(&self) -> Box<dyn ModuleAdapter> {
@@ -199,25 +208,16 @@ impl ModuleAdapter for LoraLinearLayout {
             return snapshot.clone();
         }
         let (rows, cols) = (snapshot.shape[0], snapshot.shape[1]);
-        let data = snapshot.clone_data_fn();
-        TensorSnapshot::from_closure(
-            Rc::new(move || {
-                let d = data()?.convert_dtype(DType::F32);
-                let v: Vec<f32> = d.to_vec().expect("f32 data");
-                let mut t = vec![0f32; v.len()];
-                for r in 0..rows {
-                    for c in 0..cols {
-                        t[c * rows + r] = v[r * cols + c];
-                    }
+        map_f32_data(snapshot, [cols, rows].into(), move |d| {
+            let v: Vec<f32> = d.to_vec().expect("f32 data");
+            let mut t = vec![0f32; v.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = v[r * cols + c];
                 }
-                Ok(burn::tensor::TensorData::new(t, [cols, rows]))
-            }),
-            DType::F32,
-            [cols, rows].into(),
-            snapshot.path_stack.clone().unwrap_or_default(),
-            snapshot.container_stack.clone().unwrap_or_default(),
-            snapshot.tensor_id.unwrap_or_default(),
-        )
+            }
+            burn::tensor::TensorData::new(t, [cols, rows])
+        })
     }
 
     fn clone_box(&self) -> Box<dyn ModuleAdapter> {
