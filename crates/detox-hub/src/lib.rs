@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod models;
 pub mod save;
 pub mod tokenizer;
+pub mod value_head;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ pub use adapter::{load_adapter, read_adapter_config, save_adapter};
 pub use models::{load_roberta, load_t5, read_config, roberta_name_map, t5_name_map, ModelInfo};
 pub use save::{copy_companion_files, save_t5};
 pub use tokenizer::{EncodedBatch, TextTokenizer};
+pub use value_head::{load_value_head, save_value_head};
 pub use weights::{read_safetensors_header, weight_files, TensorInfo};
 
 /// Everything that can go wrong reading a model directory; each names the file at fault.

@@ -11,8 +11,10 @@ pub mod config;
 pub mod lora;
 pub mod roberta;
 pub mod t5;
+pub mod value_head;
 
 pub use config::{RobertaConfig, T5Config};
 pub use lora::{LoraConfig, LoraLinear, LoraTarget, TargetModules};
 pub use roberta::RobertaForSequenceClassification;
 pub use t5::{EncoderOutput, T5DecoderCache, T5ForConditionalGeneration};
+pub use value_head::ValueHead;
