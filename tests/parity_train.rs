@@ -384,8 +384,7 @@ fn adamw_full<B: Backend>(device: &B::Device, tag: &str) {
 
     // Step 1: loss, global norm, clipped gradients, then every parameter.
     let (mut model, loss, norm, grads) = step_with_grads(model, &mut optim, &batch, &names);
-    assert_slices_close("loss", &[loss as f32], &r.get("loss").f32, 1e-4);
-    assert_slices_close("grad_norm", &[norm as f32], &r.get("grad_norm").f32, 1e-4);
+    assert_step_scalars(&r, "", loss, norm);
     let mut n = 0;
     for (k, want) in &r.tensors {
         if let Some(hf) = k.strip_prefix("clipped_grad.") {
@@ -413,23 +412,14 @@ fn adamw_full<B: Backend>(device: &B::Device, tag: &str) {
     );
     assert_eq!(n, 66);
     let flipped: usize = ambiguous.values().map(Vec::len).sum();
-    assert!(
-        flipped * 1000 < elems,
-        "{flipped} of {elems} elements differ"
-    );
+    assert_rarely_flipped(flipped, elems);
 
     // Step 2 (bias correction t = 2, moments carried over), from torch's step-1 parameters so
     // that its gradients are not those of a slightly different model.
     let torch_after = reference_params(&r, "after.");
     set_params(&mut model, &torch_after, &format!("full-set-{tag}"));
     let (model, loss2, norm2, grads2) = step_with_grads(model, &mut optim, &batch, &names);
-    assert_slices_close("loss2", &[loss2 as f32], &r.get("loss2").f32, 1e-4);
-    assert_slices_close(
-        "grad_norm2",
-        &[norm2 as f32],
-        &r.get("grad_norm2").f32,
-        1e-4,
-    );
+    assert_step_scalars(&r, "2", loss2, norm2);
     detox_hub::save_t5(&model.valid(), &dir).unwrap();
     let after2 = read_st(&dir.join("model.safetensors"));
     let g = [&grads, &grads2];
@@ -446,10 +436,7 @@ fn adamw_full<B: Backend>(device: &B::Device, tag: &str) {
     );
     assert_eq!(n, 5);
     let flipped2 = ambiguous.values().map(Vec::len).sum::<usize>() - flipped;
-    assert!(
-        flipped2 * 1000 < elems2,
-        "{flipped2} of {elems2} elements differ"
-    );
+    assert_rarely_flipped(flipped2, elems2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -514,8 +501,7 @@ fn adamw_lora<B: Backend>(device: &B::Device, tag: &str) {
     let mut ambiguous = HashMap::new();
 
     let (mut model, loss, norm, grads) = step_with_grads(model, &mut optim, &batch, &keys);
-    assert_slices_close("loss", &[loss as f32], &r.get("loss").f32, 1e-4);
-    assert_slices_close("grad_norm", &[norm as f32], &r.get("grad_norm").f32, 1e-4);
+    assert_step_scalars(&r, "", loss, norm);
     let before = read_st(&adapter.join("adapter_model.safetensors"));
     let got = save(&model);
     let (n, elems) = check_params(
@@ -531,21 +517,12 @@ fn adamw_lora<B: Backend>(device: &B::Device, tag: &str) {
     );
     assert_eq!(n, 32);
     let flipped: usize = ambiguous.values().map(Vec::len).sum();
-    assert!(
-        flipped * 1000 < elems,
-        "{flipped} of {elems} elements differ"
-    );
+    assert_rarely_flipped(flipped, elems);
 
     let torch_after = reference_params(&r, "after.");
     set_params(&mut model, &torch_after, &format!("lora-set-{tag}"));
     let (model, loss2, norm2, grads2) = step_with_grads(model, &mut optim, &batch, &keys);
-    assert_slices_close("loss2", &[loss2 as f32], &r.get("loss2").f32, 1e-4);
-    assert_slices_close(
-        "grad_norm2",
-        &[norm2 as f32],
-        &r.get("grad_norm2").f32,
-        1e-4,
-    );
+    assert_step_scalars(&r, "2", loss2, norm2);
     let got = save(&model);
     let g = [&grads, &grads2];
     let (n, _) = check_params(
@@ -561,10 +538,7 @@ fn adamw_lora<B: Backend>(device: &B::Device, tag: &str) {
     );
     assert_eq!(n, 32);
     let flipped2 = ambiguous.values().map(Vec::len).sum::<usize>() - flipped;
-    assert!(
-        flipped2 * 1000 < elems,
-        "{flipped2} of {elems} elements differ"
-    );
+    assert_rarely_flipped(flipped2, elems);
 
     // Optimizer state exists for the adapters only; the frozen base is bit-for-bit unchanged.
     assert_eq!(optim.to_record().len(), 32);
@@ -675,4 +649,29 @@ fn saving_a_lora_model_merges_the_adapter() {
     let r = Reference::load("lora-qv");
     assert_close(&r, "merged_logits", logits_of(&reloaded, &r), 1e-4);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Adam's first steps are ~lr·sign(g): elements whose gradient is float noise may move either way.
+/// At most 0.1% of them may differ from torch.
+fn assert_rarely_flipped(flipped: usize, elems: usize) {
+    assert!(
+        flipped * 1000 < elems,
+        "{flipped} of {elems} elements differ"
+    );
+}
+
+/// The loss and pre-clip gradient norm of a step against torch's (`loss{suffix}`, `grad_norm{suffix}`).
+fn assert_step_scalars(r: &Reference, suffix: &str, loss: f64, norm: f64) {
+    assert_slices_close(
+        &format!("loss{suffix}"),
+        &[loss as f32],
+        &r.get(&format!("loss{suffix}")).f32,
+        1e-4,
+    );
+    assert_slices_close(
+        &format!("grad_norm{suffix}"),
+        &[norm as f32],
+        &r.get(&format!("grad_norm{suffix}")).f32,
+        1e-4,
+    );
 }
