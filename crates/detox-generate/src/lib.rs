@@ -92,20 +92,39 @@ pub fn generate<B: Backend>(
     config: &GenerationConfig,
     rng: &mut StdRng,
 ) -> Vec<Vec<u32>> {
+    let [batch, _] = input_ids.dims();
+    let limits = vec![config.max_new_tokens; batch];
+    generate_with_limits(model, input_ids, attention_mask, config, &limits, rng)
+}
+
+/// [`generate`] with a `max_new_tokens` of its own for each row (`limits[i]`, each at most
+/// `config.max_new_tokens`): what generating the rows one by one with different lengths gives
+/// (trl's `LengthSampler` per query), in one batched call. A row stops at EOS or at its limit,
+/// then leaves the batch.
+pub fn generate_with_limits<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    input_ids: Tensor<B, 2, Int>,
+    attention_mask: Tensor<B, 2, Int>,
+    config: &GenerationConfig,
+    limits: &[usize],
+    rng: &mut StdRng,
+) -> Vec<Vec<u32>> {
     let special = SpecialTokens::of_t5(model);
     let [batch, _] = input_ids.dims();
+    assert_eq!(limits.len(), batch, "one limit per row");
+    let max_steps = limits.iter().copied().max().unwrap_or(0).min(config.max_new_tokens);
     let device = input_ids.device();
     let vocab = model.config.vocab_size;
     let min_new = config.effective_min_new_tokens();
 
     let mut encoder = model.encode(input_ids, attention_mask);
-    let mut cache = model.new_cache(config.max_new_tokens + 1);
+    let mut cache = model.new_cache(max_steps + 1);
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
     // Original row index of each row still in the batch.
     let mut active: Vec<usize> = (0..batch).collect();
     let mut next: Vec<u32> = vec![special.decoder_start; batch];
 
-    for step in 0..config.max_new_tokens {
+    for step in 0..max_steps {
         let n = active.len();
         let ids = Tensor::<B, 2, Int>::from_data(
             TensorData::new(next.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n, 1]),
@@ -132,8 +151,9 @@ pub fn generate<B: Backend>(
             } else {
                 argmax(&row)
             } as u32;
-            out[active[i]].push(token);
-            if token != special.eos {
+            let row = active[i];
+            out[row].push(token);
+            if token != special.eos && out[row].len() < limits[row] {
                 keep.push(i);
                 next.push(token);
             }

@@ -116,6 +116,17 @@ impl TextTokenizer {
             })
     }
 
+    /// Text of `ids` with the special tokens written out (`skip_special_tokens=False`, what
+    /// `tokenizer.decode(ids)` gives in transformers).
+    pub fn decode_with_special(&self, ids: &[u32]) -> Result<String, HubError> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| HubError::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("cannot decode ids: {e}"),
+            })
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -311,6 +311,17 @@ pub trait LoraTarget<B: Backend> {
             .sum()
     }
 
+    /// Drops every adapter (peft's `unload`): the layers compute their base weights alone.
+    /// burn tensors are reference-counted, so calling this on a clone of a model yields the
+    /// adapter-disabled model without copying the base weights.
+    fn remove_lora(&mut self) {
+        for (_, l) in self.lora_linears() {
+            l.unmerge();
+            l.lora_A = None;
+            l.lora_B = None;
+        }
+    }
+
     fn merge_lora(&mut self) {
         self.lora_linears().into_iter().for_each(|(_, l)| l.merge());
     }

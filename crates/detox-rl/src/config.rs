@@ -60,6 +60,10 @@ pub struct PpoConfig {
     pub score_clip: Option<f64>,
     /// `whiten_rewards` (false).
     pub whiten_rewards: bool,
+    /// `use_score_scaling` (false): divide scores by the running std ([`crate::RunningMoments`]).
+    pub use_score_scaling: bool,
+    /// `use_score_norm` (false): with `use_score_scaling`, also subtract the running mean.
+    pub use_score_norm: bool,
 }
 
 impl Default for PpoConfig {
@@ -87,6 +91,8 @@ impl Default for PpoConfig {
             ratio_threshold: 10.0,
             score_clip: None,
             whiten_rewards: false,
+            use_score_scaling: false,
+            use_score_norm: false,
         }
     }
 }
@@ -144,9 +150,16 @@ impl PpoConfig {
     /// gradient is applied after each, accelerate accumulating over `gradient_accumulation_steps`).
     /// The permutation comes from `rng`, so it differs from numpy's.
     pub fn epoch_minibatches<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<Vec<usize>> {
-        let bs = self.batch_size;
-        let mut b_inds: Vec<usize> = (0..bs).collect();
+        let mut b_inds: Vec<usize> = (0..self.batch_size).collect();
         b_inds.shuffle(rng);
+        self.minibatches_from_permutation(&b_inds)
+    }
+
+    /// The minibatches of one epoch for a given permutation `b_inds` of `0..batch_size` (e.g.
+    /// the one numpy drew in trl): backward batches `b_inds[s : s + backward_batch_size]`, each
+    /// cut into `mini_batch_size` pieces.
+    pub fn minibatches_from_permutation(&self, b_inds: &[usize]) -> Vec<Vec<usize>> {
+        let bs = b_inds.len();
         let bbs = self.backward_batch_size().max(1);
         let mbs = self.mini_batch_size.max(1);
         let mut out = Vec::new();

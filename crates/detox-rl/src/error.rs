@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The situations in which trl 0.11.4 raises (or would index out of range).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RlError {
     /// `masked_var(..., unbiased=True)` with `mask.sum() == 0`. trl raises
     /// `ValueError("The sum of the mask is zero, which can happen when `mini_batch_size=1`; ...")`.
@@ -18,6 +18,12 @@ pub enum RlError {
     FullKlNeedsLogits,
     /// Inputs whose shapes do not fit together.
     Shape(String),
+    /// A NaN or infinity in the named tensor (`rewards`, `logprobs`, `loss/total`, ...): the step
+    /// stops instead of writing non-finite parameters.
+    NonFinite { tensor: String, value: f32 },
+    /// `queries`, `responses` and `scores` of a step disagree with `batch_size` or with each
+    /// other (trl's `_step_safety_checker`).
+    Batch(String),
 }
 
 impl fmt::Display for RlError {
@@ -36,6 +42,12 @@ impl fmt::Display for RlError {
                 "kl_penalty \"full\" needs full logits / log-distributions: use compute_rewards_full"
             ),
             RlError::Shape(msg) => write!(f, "shape mismatch: {msg}"),
+            RlError::NonFinite { tensor, value } => write!(
+                f,
+                "`{tensor}` holds a non-finite value ({value}); the PPO step was stopped \
+                 (lower the learning rate or check the reward model)"
+            ),
+            RlError::Batch(msg) => f.write_str(msg),
         }
     }
 }

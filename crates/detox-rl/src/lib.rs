@@ -27,6 +27,7 @@ mod grad;
 mod kl_ctl;
 mod loss;
 mod rewards;
+mod running;
 mod stats;
 mod trl_core;
 
@@ -41,6 +42,7 @@ pub use rewards::{
     compute_rewards, compute_rewards_full, kl_penalty, kl_penalty_full, rewards_from_kls,
     KlPenalty, Rewards,
 };
+pub use running::RunningMoments;
 pub use stats::{average_train_stats, record_step_stats, Stats, ARRAY_STAT_KEYS};
 pub use trl_core::{
     clip_by_value, entropy_from_logits, item, logprobs_from_logits, logprobs_full_from_logits,

@@ -54,6 +54,40 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
 }
 
+struct SquaredSums<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    sums: Vec<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredSums<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.sums.push(g.square().sum());
+        }
+    }
+}
+
+/// `sum(g ** 2)` of every gradient of `module`'s parameters in `grads`, one per tensor, read back
+/// in one transfer (the input of `detox_rl::global_norm_scale`).
+pub fn squared_sums<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Vec<f32> {
+    let mut v = SquaredSums::<B> {
+        grads,
+        sums: Vec::new(),
+    };
+    module.visit(&mut v);
+    if v.sums.is_empty() {
+        return Vec::new();
+    }
+    Tensor::cat(v.sums, 0)
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("float data")
+}
+
 /// Multiplies every gradient of `module`'s parameters in `grads` by `factor`.
 pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,

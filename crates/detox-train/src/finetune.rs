@@ -50,7 +50,7 @@ use crate::schedule::LinearSchedule;
 pub type T5<B> = T5ForConditionalGeneration<B>;
 /// burn's AdamW over a T5 model.
 pub type T5Optimizer<B> = OptimizerAdaptor<AdamW, T5<B>, B>;
-type OptimRecord<B> = <T5Optimizer<B> as Optimizer<T5<B>, B>>::Record;
+type OptimRecord<M, B> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record;
 
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.mpk";
@@ -350,9 +350,9 @@ fn stable_id(path: &str) -> ParamId {
 }
 
 /// Saves the optimizer state keyed by parameter path; returns the paths.
-pub fn save_optimizer<B: AutodiffBackend>(
-    optim: &T5Optimizer<B>,
-    model: &T5<B>,
+pub fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
+    optim: &OptimizerAdaptor<AdamW, M, B>,
+    model: &M,
     file: &Path,
 ) -> Result<Vec<String>, TrainError> {
     let paths: HashMap<ParamId, String> = param_paths(model)
@@ -360,7 +360,7 @@ pub fn save_optimizer<B: AutodiffBackend>(
         .map(|(p, id)| (id, p))
         .collect();
     let mut names = Vec::new();
-    let record: OptimRecord<B> = optim
+    let record: OptimRecord<M, B> = optim
         .to_record()
         .into_iter()
         .filter_map(|(id, r)| {
@@ -380,12 +380,12 @@ pub fn save_optimizer<B: AutodiffBackend>(
 }
 
 /// Loads optimizer state written by [`save_optimizer`] for `model`'s parameters.
-pub fn load_optimizer<B: AutodiffBackend>(
-    optim: T5Optimizer<B>,
-    model: &T5<B>,
+pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
+    optim: OptimizerAdaptor<AdamW, M, B>,
+    model: &M,
     file: &Path,
     device: &B::Device,
-) -> Result<T5Optimizer<B>, TrainError> {
+) -> Result<OptimizerAdaptor<AdamW, M, B>, TrainError> {
     let bad = |msg: String| TrainError::Checkpoint {
         path: file.to_path_buf(),
         msg,
@@ -394,11 +394,11 @@ pub fn load_optimizer<B: AutodiffBackend>(
         .into_iter()
         .map(|(p, id)| (stable_id(&p), id))
         .collect();
-    let record: OptimRecord<B> = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+    let record: OptimRecord<M, B> = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
         .load(file.to_path_buf(), device)
         .map_err(|e| bad(format!("cannot read optimizer state: {e}")))?;
     let n = record.len();
-    let record: OptimRecord<B> = record
+    let record: OptimRecord<M, B> = record
         .into_iter()
         .filter_map(|(sid, r)| by_stable.get(&sid).map(|id| (*id, r)))
         .collect();

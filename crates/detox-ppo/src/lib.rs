@@ -1,0 +1,20 @@
+//! PPO detoxification as trl 0.11's classic `PPOTrainer` runs it, on FLAN-T5 with a LoRA
+//! adapter and a value head, rewarded by a RoBERTa hate-speech classifier.
+//!
+//! * [`model`]: the policy (`AutoModelForSeq2SeqLMWithValueHead`) and its reference model
+//!   (adapter disabled, sharing the base weights);
+//! * [`trainer`]: `PPOTrainer.step` — orchestration only, the math is `detox_rl`'s;
+//! * [`reward`]: the reward model (nothate logit) and the toxicity measurement;
+//! * [`lab`]: the lab's loop (`detox ppo`): data, batched generation, reward, step, stats,
+//!   checkpoints and resume, toxicity before / after and the comparison table.
+
+pub mod lab;
+pub mod model;
+pub mod reward;
+pub mod trainer;
+
+pub use model::{load_policy, reference_model, ReferenceKind, Seq2SeqLMWithValueHead};
+pub use trainer::{
+    HostMatrix, MinibatchRecord, PaddedBatch, PolicyOptimizer, PpoState, PpoTrainer, StepOutput,
+    StepRecord,
+};
