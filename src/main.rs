@@ -5,6 +5,7 @@ mod backend;
 mod bench;
 mod cmd_evaluate;
 mod cmd_finetune;
+mod cmd_ppo;
 mod cmd_rouge;
 mod prompt;
 
@@ -48,6 +49,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Fine-tune a T5 / FLAN-T5 model (full or LoRA) on DialogSum-style JSONL.
     Finetune(Box<cmd_finetune::FinetuneArgs>),
+    /// PPO detoxification as the lab runs it with trl: LoRA policy + value head, RoBERTa reward.
+    Ppo(Box<cmd_ppo::PpoArgs>),
+    /// Toxicity (probability of `hate`) of a model's summaries on the lab's test prompts.
+    Toxicity(cmd_ppo::ToxicityArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -152,6 +157,14 @@ fn main() -> ExitCode {
         Command::Finetune(args) => {
             let device = args.device;
             backend::run_autodiff_on(device, cmd_finetune::Finetune(*args))
+        }
+        Command::Ppo(args) => {
+            let device = args.device;
+            backend::run_autodiff_on(device, cmd_ppo::Ppo(*args))
+        }
+        Command::Toxicity(args) => {
+            let device = args.device;
+            run_on(device, cmd_ppo::Toxicity(args))
         }
     };
     match result {

@@ -24,6 +24,8 @@ pub struct TextTokenizer {
     path: PathBuf,
     pub pad_id: u32,
     pub max_len: usize,
+    /// Print a warning when an input is truncated (on by default; batch scorers turn it off).
+    pub warn_truncation: bool,
 }
 
 impl TextTokenizer {
@@ -67,6 +69,7 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             pad_id,
             max_len,
+            warn_truncation: true,
         })
     }
 
@@ -81,11 +84,13 @@ impl TextTokenizer {
         if full.len() <= self.max_len {
             return Ok(full.get_ids().to_vec());
         }
-        eprintln!(
-            "warning: input of {} tokens truncated to the model's maximum of {}",
-            full.len(),
-            self.max_len
-        );
+        if self.warn_truncation {
+            eprintln!(
+                "warning: input of {} tokens truncated to the model's maximum of {}",
+                full.len(),
+                self.max_len
+            );
+        }
         let mut tok = self.inner.clone();
         tok.with_truncation(Some(TruncationParams {
             max_length: self.max_len,

@@ -1134,3 +1134,89 @@ pub fn toxicity_of<B: Backend>(
 fn _assert_module<B: Backend>(m: &Seq2SeqLMWithValueHead<B>) -> usize {
     m.num_params()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(chars: usize) -> Example {
+        Example {
+            id: None,
+            dialogue: "é".repeat(chars),
+            summary: "s".into(),
+            topic: None,
+        }
+    }
+
+    #[test]
+    fn configs_lab_toml_holds_the_lab_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/lab.toml");
+        let c = LabConfig::from_file(&path).unwrap();
+        assert_eq!(c, LabConfig::default());
+        c.validate().unwrap();
+        assert_eq!(c.ppo.batch_size, 16);
+        assert_eq!(c.ppo.mini_batch_size, 4);
+        assert_eq!(c.ppo.ppo_epochs, 1);
+        assert_eq!(c.ppo.learning_rate, 1.41e-5);
+        assert_eq!(c.generation.response_length, [100, 400]);
+        assert_eq!((c.lora.r, c.lora.lora_alpha), (32, 32.0));
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_the_key() {
+        let dir = std::env::temp_dir().join(format!("detox-lab-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "[ppo]\nbatch_sise = 3\n").unwrap();
+        let e = LabConfig::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("batch_sise"), "{e}");
+        std::fs::write(&f, "[ppo]\nbatch_size = 10\nmini_batch_size = 4\n").unwrap();
+        let e = LabConfig::from_file(&f).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("multiple"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn split_keeps_200_to_1000_characters_and_cuts_80_20_in_order() {
+        // characters, not bytes: "é" is 2 bytes
+        let rows: Vec<Example> = [200, 201, 1000, 1001, 500, 300, 250, 999, 400, 10, 600]
+            .iter()
+            .map(|&n| ex(n))
+            .collect();
+        let (train, test) = split_dialogues(&rows, &DataConfig::default());
+        let lens = |v: &[Example]| v.iter().map(|e| e.dialogue.chars().count()).collect::<Vec<_>>();
+        // kept: 201 1000 500 300 250 999 400 600 (8) → test = ceil(1.6) = 2, the last two
+        assert_eq!(lens(&train), vec![201, 1000, 500, 300, 250, 999]);
+        assert_eq!(lens(&test), vec![400, 600]);
+    }
+
+    #[test]
+    fn step_indices_cover_each_epoch_once_and_drop_the_rest() {
+        let (n, bs) = (10, 3);
+        let mut seen: Vec<usize> = (0..3).flat_map(|s| step_indices(n, bs, 5, s)).collect();
+        assert_eq!(seen.len(), 9);
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 9, "no index twice within an epoch");
+        // deterministic in (seed, step): a resumed run sees the same batches
+        assert_eq!(step_indices(n, bs, 5, 4), step_indices(n, bs, 5, 4));
+        assert_ne!(step_indices(n, bs, 5, 3), step_indices(n, bs, 6, 3));
+    }
+
+    #[test]
+    fn sampled_lengths_stay_in_the_half_open_range() {
+        let mut rng = step_rng(1, 0, 1);
+        let l = sample_lengths(2000, [100, 400], &mut rng);
+        assert!(l.iter().all(|&x| (100..400).contains(&x)));
+        assert!(l.contains(&100) && l.contains(&399));
+    }
+
+    #[test]
+    fn comparison_csv_quotes_fields() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(one_line("a\n  b", 10), "a b");
+        assert_eq!(one_line("abcdefghijk", 5).chars().count(), 5);
+    }
+}

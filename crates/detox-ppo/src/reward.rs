@@ -29,12 +29,16 @@ pub struct Classifier<B: Backend> {
 
 impl<B: Backend> Classifier<B> {
     /// Loads a RoBERTa classifier directory (config.json with `id2label`, weights,
-    /// tokenizer.json). Inputs longer than the model's positions are truncated.
+    /// tokenizer.json). Inputs longer than the model's positions are truncated (on the right,
+    /// like the `truncation=True` of `evaluate`'s toxicity pipeline), silently.
     pub fn load(dir: &Path, batch_size: usize, device: &B::Device) -> Result<Self, HubError> {
         let model = detox_hub::load_roberta::<B>(dir, device)?;
         let c = &model.config;
-        let tokenizer =
+        let mut tokenizer =
             TextTokenizer::from_dir(dir, c.pad_token_id, c.max_input_len(), c.vocab_size)?;
+        // query + response often exceed the classifier's positions; truncating is the
+        // documented behaviour here, not worth a line per text
+        tokenizer.warn_truncation = false;
         Ok(Self {
             model,
             tokenizer,

@@ -14,7 +14,7 @@ use crate::rewards::KlPenalty;
 /// optimizer as `torch.optim.Adam(params, lr=learning_rate)` (betas 0.9/0.999, eps 1e-8, no
 /// weight decay) unless one is passed in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PpoConfig {
     /// `steps` (20000).
     pub steps: usize,

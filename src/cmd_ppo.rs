@@ -1,0 +1,221 @@
+//! `detox ppo` and `detox toxicity`: the lab's PPO detoxification (see `detox-ppo`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::Backend;
+use burn::tensor::backend::AutodiffBackend;
+use detox_ppo::lab::{toxicity_of, LabConfig, LabRun};
+
+use crate::backend::{AutodiffJob, DeviceKind, Job};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PpoArgs {
+    /// The T5 / FLAN-T5 model directory or hub id (config.json, weights, tokenizer.json).
+    #[arg(long)]
+    pub model: String,
+    /// A peft adapter to train (the lab: the fine-tuned LoRA checkpoint). Without it a fresh
+    /// adapter from the config's [lora] section is added (or none with `lora.enabled = false`).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// The reward classifier directory or hub id (facebook/roberta-hate-speech-dynabench-r4-target).
+    #[arg(long)]
+    pub reward_model: String,
+    /// DialogSum-style JSONL (the train split): dialogues are filtered and split as in the lab.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Run directory: stats.jsonl, checkpoints/, toxicity.json, comparison.{csv,json,txt}.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML config (configs/lab.toml holds the lab's values); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub mini_batch_size: Option<usize>,
+    #[arg(long)]
+    pub ppo_epochs: Option<usize>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Response length range MIN..MAX (max_new_tokens uniform in [MIN, MAX)).
+    #[arg(long)]
+    pub response_length: Option<String>,
+    /// Toxicity is measured on the first N+1 test prompts (the lab: 10).
+    #[arg(long)]
+    pub toxicity_samples: Option<usize>,
+    /// Rows of the comparison table (the lab: 20).
+    #[arg(long)]
+    pub compare_samples: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+}
+
+fn parse_range(s: &str) -> Result<[usize; 2]> {
+    let (a, b) = s
+        .split_once("..")
+        .with_context(|| format!("--response-length {s:?}: expected MIN..MAX, e.g. 100..400"))?;
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .with_context(|| format!("--response-length {s:?}: {x:?} is not a number"))
+    };
+    Ok([parse(a)?, parse(b)?])
+}
+
+impl PpoArgs {
+    pub fn lab_config(&self) -> Result<LabConfig> {
+        let mut c = match &self.config {
+            Some(p) => LabConfig::from_file(p)?,
+            None => LabConfig::default(),
+        };
+        if let Some(v) = self.max_steps {
+            c.run.max_steps = v;
+        }
+        if let Some(v) = self.batch_size {
+            c.ppo.batch_size = v;
+        }
+        if let Some(v) = self.mini_batch_size {
+            c.ppo.mini_batch_size = v;
+        }
+        if let Some(v) = self.ppo_epochs {
+            c.ppo.ppo_epochs = v;
+        }
+        if let Some(v) = self.learning_rate {
+            c.ppo.learning_rate = v;
+        }
+        if let Some(r) = &self.response_length {
+            c.generation.response_length = parse_range(r)?;
+        }
+        if let Some(v) = self.toxicity_samples {
+            c.toxicity.samples = v;
+        }
+        if let Some(v) = self.compare_samples {
+            c.run.compare_samples = v;
+        }
+        if let Some(v) = self.save_every {
+            c.run.save_every = v;
+        }
+        if let Some(v) = self.seed {
+            c.run.seed = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+pub struct Ppo(pub PpoArgs);
+
+impl AutodiffJob for Ppo {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let config = a.lab_config()?;
+        if !a.dataset.is_file() {
+            bail!("{}: no such dataset file", a.dataset.display());
+        }
+        let run = LabRun {
+            model: detox_hub::resolve_model(&a.model)?,
+            adapter: a.adapter.clone(),
+            reward_model: detox_hub::resolve_model(&a.reward_model)?,
+            dataset: a.dataset.clone(),
+            out: a.out.clone(),
+            resume: a.resume,
+            progress: std::io::stderr().is_terminal(),
+            config,
+        };
+        let s = run.run::<B>(&device)?;
+        let t = &s.toxicity;
+        eprintln!(
+            "{} PPO steps on {} prompts ({} test prompts)",
+            s.steps, s.train_prompts, s.test_prompts
+        );
+        eprintln!(
+            "toxicity before: mean {:.6} std {:.6}",
+            t["before"]["mean"], t["before"]["std"]
+        );
+        eprintln!(
+            "toxicity after:  mean {:.6} std {:.6}",
+            t["after"]["mean"], t["after"]["std"]
+        );
+        eprintln!(
+            "percentage improvement of toxicity score after detoxification: mean {:.2}% std {:.2}%",
+            t["improvement_pct"]["mean"].as_f64().unwrap_or(f64::NAN),
+            t["improvement_pct"]["std"].as_f64().unwrap_or(f64::NAN)
+        );
+        if let Ok(table) = std::fs::read_to_string(a.out.join("comparison.txt")) {
+            print!("{table}");
+        }
+        eprintln!("final policy: {}", s.final_dir.display());
+        Ok(())
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ToxicityArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long)]
+    pub reward_model: String,
+    /// DialogSum-style JSONL; prompts are the lab's test split of it.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Measure on the first N+1 test prompts (the lab: 10).
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// TOML config whose [data] and [toxicity] sections apply (flags override).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print {"mean": M, "std": S, "n": N}.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+}
+
+pub struct Toxicity(pub ToxicityArgs);
+
+impl Job for Toxicity {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let mut c = match &a.config {
+            Some(p) => LabConfig::from_file(p)?,
+            None => LabConfig::default(),
+        };
+        c.toxicity.samples = a.samples;
+        let t = toxicity_of::<B>(
+            &detox_hub::resolve_model(&a.model)?,
+            a.adapter.as_deref(),
+            &detox_hub::resolve_model(&a.reward_model)?,
+            &a.dataset,
+            &c.data,
+            &c.toxicity,
+            a.seed,
+            &device,
+        )?;
+        if a.json {
+            println!("{}", serde_json::to_string(&t)?);
+        } else {
+            println!("toxicity mean {:.6} std {:.6} ({} texts)", t.mean, t.std, t.n);
+        }
+        Ok(())
+    }
+}
