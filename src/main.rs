@@ -3,6 +3,7 @@
 
 mod backend;
 mod bench;
+mod bench_ppo;
 mod cmd_evaluate;
 mod cmd_finetune;
 mod cmd_ppo;
@@ -47,6 +48,8 @@ enum Command {
     Evaluate(cmd_evaluate::EvaluateArgs),
     /// Throughput benchmarks at flan-t5-base / roberta-base size (random weights).
     Bench(bench::BenchArgs),
+    /// Seconds per PPO step and per lab iteration at flan-t5-base size (random weights), peak memory.
+    BenchPpo(bench_ppo::PpoBenchArgs),
     /// Fine-tune a T5 / FLAN-T5 model (full or LoRA) on DialogSum-style JSONL.
     Finetune(Box<cmd_finetune::FinetuneArgs>),
     /// PPO detoxification as the lab runs it with trl: LoRA policy + value head, RoBERTa reward.
@@ -157,6 +160,10 @@ fn main() -> ExitCode {
         Command::Finetune(args) => {
             let device = args.device;
             backend::run_autodiff_on(device, cmd_finetune::Finetune(*args))
+        }
+        Command::BenchPpo(args) => {
+            let device = args.device;
+            backend::run_autodiff_on(device, bench_ppo::PpoBench(args))
         }
         Command::Ppo(args) => {
             let device = args.device;
