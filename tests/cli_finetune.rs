@@ -5,25 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::fixtures;
-
-fn detox(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detox"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use common::{detox, fixtures, ok};
 
 fn shared() -> Option<PathBuf> {
     common::shared("data/dialogsum/train.jsonl")

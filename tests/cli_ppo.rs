@@ -8,26 +8,10 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::fixtures;
+use common::{detox, fixtures, ok};
 use serde_json::Value;
-
-fn detox(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detox"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("detox-cli-ppo-{tag}-{}", std::process::id()));

@@ -109,21 +109,9 @@ fn ppo_config(fx: &Value) -> PpoConfig {
 }
 
 fn run_case(case: &str) {
+    let (mut trainer, fx, lora) = trainer_for(case);
     let dir = fixtures().join("ppo").join(case);
-    let fx: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
-    let config = ppo_config(&fx);
-    let device = Default::default();
-    let (policy, lora) = load_policy::<Ad>(
-        &fixtures().join("t5-tiny"),
-        Some(&dir.join("adapter")),
-        None,
-        Some(&dir.join("v_head.safetensors")),
-        &device,
-    )
-    .unwrap();
-    let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
-    let mut trainer = PpoTrainer::new(policy, reference, config.clone(), 0, &device).unwrap();
+    let config = trainer.config.clone();
     assert!(trainer.trl_clip_quirk);
     let initial = safetensors_map(&dir.join("adapter/adapter_model.safetensors"));
 
@@ -289,13 +277,15 @@ fn ppo_step_matches_trl_full_kl_whitened_accumulated_early_stopped() {
     run_case("full_scaled");
 }
 
-fn default_trainer() -> (PpoTrainer<Ad>, Value) {
-    let dir = fixtures().join("ppo/default");
+/// The fixture's policy (t5-tiny + its LoRA adapter + value head), the adapter-disabled
+/// reference and trl's config, as `PPOTrainer(config, model, ref_model=None)`.
+fn trainer_for(case: &str) -> (PpoTrainer<Ad>, Value, Option<detox_models::LoraConfig>) {
+    let dir = fixtures().join("ppo").join(case);
     let fx: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
     let config = ppo_config(&fx);
     let device = Default::default();
-    let (policy, _) = load_policy::<Ad>(
+    let (policy, lora) = load_policy::<Ad>(
         &fixtures().join("t5-tiny"),
         Some(&dir.join("adapter")),
         None,
@@ -304,10 +294,13 @@ fn default_trainer() -> (PpoTrainer<Ad>, Value) {
     )
     .unwrap();
     let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
-    (
-        PpoTrainer::new(policy, reference, config, 0, &device).unwrap(),
-        fx,
-    )
+    let trainer = PpoTrainer::new(policy, reference, config, 0, &device).unwrap();
+    (trainer, fx, lora)
+}
+
+fn default_trainer() -> (PpoTrainer<Ad>, Value) {
+    let (t, fx, _) = trainer_for("default");
+    (t, fx)
 }
 
 #[test]

@@ -156,3 +156,21 @@ pub fn shared(probe: &str) -> Option<PathBuf> {
     eprintln!("skipped: ../shared not found (set DETOX_SHARED or DETOX_REQUIRE_SHARED=1)");
     None
 }
+
+/// Runs the `detox` binary with `args`.
+pub fn detox(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_detox"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+/// The stdout of a successful run (the stderr in the failure message otherwise).
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}

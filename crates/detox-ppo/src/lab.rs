@@ -554,18 +554,9 @@ pub fn write_policy<B: Backend>(
     Ok(())
 }
 
-/// The highest `checkpoint-N` under `dir` that holds a state file.
+/// The highest `checkpoint-N` under `dir` that holds a PPO state file.
 pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (n, e.path()))
-        })
-        .max_by_key(|(n, _)| *n)
-        .map(|(_, p)| p)
+    detox_train::finetune::latest_checkpoint_holding(dir, STATE_FILE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,6 +862,18 @@ impl LabRun {
         let reward_label = classifier.label(&cfg.reward.label)?;
         let toxic_label = classifier.label(&cfg.toxicity.label)?;
         let mut p = self.prepare::<B>(device)?;
+        let toxicity_of_model = |m: &T5ForConditionalGeneration<B::InnerBackend>| {
+            evaluate_toxicity(
+                m,
+                &t5_tok,
+                &classifier,
+                toxic_label,
+                &test,
+                &cfg.toxicity,
+                cfg.run.seed,
+                &inner,
+            )
+        };
 
         // toxicity before (kept across --resume)
         let tox_before_file = self.out.join("toxicity_before.json");
@@ -880,16 +883,7 @@ impl LabRun {
                 msg: e.to_string(),
             })?,
             _ => {
-                let (t, _) = evaluate_toxicity(
-                    &p.initial.pretrained_model,
-                    &t5_tok,
-                    &classifier,
-                    toxic_label,
-                    &test,
-                    &cfg.toxicity,
-                    cfg.run.seed,
-                    &inner,
-                )?;
+                let (t, _) = toxicity_of_model(&p.initial.pretrained_model)?;
                 write_atomic(
                     &tox_before_file,
                     serde_json::to_string(&t).expect("json").as_bytes(),
@@ -999,16 +993,7 @@ impl LabRun {
 
         // toxicity after, comparison
         let trained = p.trainer.policy().valid();
-        let (after, _) = evaluate_toxicity(
-            &trained.pretrained_model,
-            &t5_tok,
-            &classifier,
-            toxic_label,
-            &test,
-            &cfg.toxicity,
-            cfg.run.seed,
-            &inner,
-        )?;
+        let (after, _) = toxicity_of_model(&trained.pretrained_model)?;
         let toxicity = serde_json::json!({
             "before": {"mean": before.mean, "std": before.std},
             "after": {"mean": after.mean, "std": after.std},

@@ -413,13 +413,19 @@ pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
 
 /// The `checkpoint-N` directory with the highest N under `out` that has a trainer state.
 pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    latest_checkpoint_holding(out, STATE_FILE)
+}
+
+/// The `checkpoint-N` directory with the highest N under `out` that holds `file` (the file a
+/// checkpoint writes last, so its presence means the checkpoint is whole).
+pub fn latest_checkpoint_holding(out: &Path, file: &str) -> Option<PathBuf> {
     std::fs::read_dir(out)
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let n: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (n, e.path()))
+            e.path().join(file).is_file().then(|| (n, e.path()))
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, p)| p)
