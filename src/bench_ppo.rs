@@ -70,7 +70,8 @@ impl AutodiffJob for PpoBench {
         let a = self.0;
         let mut c: T5Config = match &a.t5_config {
             Some(p) => serde_json::from_str(
-                &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+                &std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
             )
             .with_context(|| format!("{}: not a valid T5 config", p.display()))?,
             None => serde_json::from_str(FLAN_T5_BASE).expect("built-in config"),
@@ -91,13 +92,15 @@ impl AutodiffJob for PpoBench {
         let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
         let config = lab_ppo();
         let bs = config.batch_size;
-        let mut trainer = PpoTrainer::new(policy, reference, config, 0, &device)
-            .map_err(anyhow::Error::msg)?;
+        let mut trainer =
+            PpoTrainer::new(policy, reference, config, 0, &device).map_err(anyhow::Error::msg)?;
 
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         let queries: Vec<Vec<u32>> = (0..bs)
             .map(|_| {
-                let mut q: Vec<u32> = (0..a.query_len - 1).map(|_| rng.random_range(3..32000)).collect();
+                let mut q: Vec<u32> = (0..a.query_len - 1)
+                    .map(|_| rng.random_range(3..32000))
+                    .collect();
                 q.push(1);
                 q
             })
@@ -158,11 +161,24 @@ impl AutodiffJob for PpoBench {
             let t_gen = t0.elapsed().as_secs_f64();
             let new_tokens: usize = resp.iter().map(|r| r.len() - 1).sum();
             let t1 = Instant::now();
-            let len = resp.iter().map(|r| a.query_len + r.len()).max().unwrap_or(1).min(512);
+            let len = resp
+                .iter()
+                .map(|r| a.query_len + r.len())
+                .max()
+                .unwrap_or(1)
+                .min(512);
             let rids: Vec<i64> = (0..bs * len).map(|_| rng.random_range(3..50000)).collect();
-            let rids = Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(rids, [bs, len]), &device);
+            let rids = Tensor::<B::InnerBackend, 2, Int>::from_data(
+                TensorData::new(rids, [bs, len]),
+                &device,
+            );
             let mask = Tensor::<B::InnerBackend, 2, Int>::ones([bs, len], &device);
-            let logits: Vec<f32> = reward.forward(rids, mask).into_data().convert::<f32>().into_vec().expect("floats");
+            let logits: Vec<f32> = reward
+                .forward(rids, mask)
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("floats");
             let scores: Vec<f32> = logits.chunks(2).map(|r| r[0]).collect();
             let t_reward = t1.elapsed().as_secs_f64();
             let t2 = Instant::now();

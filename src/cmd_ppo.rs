@@ -214,7 +214,10 @@ impl Job for Toxicity {
         if a.json {
             println!("{}", serde_json::to_string(&t)?);
         } else {
-            println!("toxicity mean {:.6} std {:.6} ({} texts)", t.mean, t.std, t.n);
+            println!(
+                "toxicity mean {:.6} std {:.6} ({} texts)",
+                t.mean, t.std, t.n
+            );
         }
         Ok(())
     }

@@ -44,10 +44,33 @@ fn ppo(out: &Path, data: &Path, steps: usize, resume: bool) -> Output {
     );
     let (out_s, data_s, steps_s) = (s(out), s(data), steps.to_string());
     let mut args = vec![
-        "ppo", "--model", &model, "--reward-model", &reward, "--dataset", &data_s, "--out",
-        &out_s, "--config", &config, "--max-steps", &steps_s, "--batch-size", "4",
-        "--mini-batch-size", "2", "--learning-rate", "1e-3", "--response-length", "4..12",
-        "--toxicity-samples", "3", "--compare-samples", "4", "--save-every", "1",
+        "ppo",
+        "--model",
+        &model,
+        "--reward-model",
+        &reward,
+        "--dataset",
+        &data_s,
+        "--out",
+        &out_s,
+        "--config",
+        &config,
+        "--max-steps",
+        &steps_s,
+        "--batch-size",
+        "4",
+        "--mini-batch-size",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--response-length",
+        "4..12",
+        "--toxicity-samples",
+        "3",
+        "--compare-samples",
+        "4",
+        "--save-every",
+        "1",
     ];
     if resume {
         args.push("--resume");
@@ -66,7 +89,9 @@ fn stats_rows(out: &Path) -> Vec<Value> {
 #[test]
 fn ppo_runs_end_to_end_and_resumes_the_same_run() {
     let dir = scratch("e2e");
-    let Some(data) = dialogsum_slice(&dir) else { return };
+    let Some(data) = dialogsum_slice(&dir) else {
+        return;
+    };
 
     // two steps
     let a = dir.join("a");
@@ -91,7 +116,12 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
             "time/ppo/total",
             "env/reward_mean",
         ] {
-            assert!(r[key].as_f64().is_some_and(f64::is_finite), "step {}: {key} = {}", i + 1, r[key]);
+            assert!(
+                r[key].as_f64().is_some_and(f64::is_finite),
+                "step {}: {key} = {}",
+                i + 1,
+                r[key]
+            );
         }
     }
     // the adaptive controller moved the coefficient after step 1
@@ -100,7 +130,11 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
 
     for ck in ["checkpoint-1", "checkpoint-2", "final"] {
         let d = a.join("checkpoints").join(ck);
-        for f in ["adapter_config.json", "adapter_model.safetensors", "model.safetensors"] {
+        for f in [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "model.safetensors",
+        ] {
             assert!(d.join(f).is_file(), "{ck}/{f}");
         }
     }
@@ -110,8 +144,15 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
     let model = s(&fixtures().join("t5-tiny"));
     let adapter = s(&a.join("checkpoints/final"));
     ok(&detox(&[
-        "summarize", "--model", &model, "--adapter", &adapter, "--dialogue", "#Person1#: Hi.",
-        "--max-new-tokens", "5",
+        "summarize",
+        "--model",
+        &model,
+        "--adapter",
+        &adapter,
+        "--dialogue",
+        "#Person1#: Hi.",
+        "--max-new-tokens",
+        "5",
     ]));
 
     let tox: Value =
@@ -121,7 +162,10 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
         let sd = tox[k]["std"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&m) && sd >= 0.0, "{k}: {m} {sd}");
     }
-    let (mb, ma) = (tox["before"]["mean"].as_f64().unwrap(), tox["after"]["mean"].as_f64().unwrap());
+    let (mb, ma) = (
+        tox["before"]["mean"].as_f64().unwrap(),
+        tox["after"]["mean"].as_f64().unwrap(),
+    );
     let pct = tox["improvement_pct"]["mean"].as_f64().unwrap();
     assert!((pct - (mb - ma) / mb * 100.0).abs() < 1e-9);
     assert_eq!(tox["samples"], 4);
@@ -130,15 +174,23 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
         serde_json::from_str(&std::fs::read_to_string(a.join("comparison.json")).unwrap()).unwrap();
     assert_eq!(cmp.len(), 4);
     for w in cmp.windows(2) {
-        assert!(w[0]["reward_diff"].as_f64() >= w[1]["reward_diff"].as_f64(), "sorted by reward_diff");
+        assert!(
+            w[0]["reward_diff"].as_f64() >= w[1]["reward_diff"].as_f64(),
+            "sorted by reward_diff"
+        );
     }
     for r in &cmp {
         let d = r["reward_after"].as_f64().unwrap() - r["reward_before"].as_f64().unwrap();
         assert!((d - r["reward_diff"].as_f64().unwrap()).abs() < 1e-5);
-        assert!(r["query"].as_str().unwrap().starts_with("Summarize the following conversation."));
+        assert!(r["query"]
+            .as_str()
+            .unwrap()
+            .starts_with("Summarize the following conversation."));
     }
     let csv = std::fs::read_to_string(a.join("comparison.csv")).unwrap();
-    assert!(csv.starts_with("query,response_before,response_after,reward_before,reward_after,reward_diff\n"));
+    assert!(csv.starts_with(
+        "query,response_before,response_after,reward_before,reward_after,reward_diff\n"
+    ));
     assert!(stdout.contains("response_before"), "the table is printed");
 
     // resume to step 3 == an uninterrupted 3-step run
@@ -149,15 +201,32 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
     assert_eq!(ra.len(), 3);
     assert_eq!(rb.len(), 3);
     // the same prompts, response lengths and samples (same tokens, same rewards) ...
-    for key in ["tokens/queries_len_mean", "tokens/responses_len_mean", "tokens/responses_len_std", "ppo/mean_scores"] {
+    for key in [
+        "tokens/queries_len_mean",
+        "tokens/responses_len_mean",
+        "tokens/responses_len_std",
+        "ppo/mean_scores",
+    ] {
         let (x, y) = (ra[2][key].as_f64().unwrap(), rb[2][key].as_f64().unwrap());
-        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "step 3 {key}: resumed {x} vs uninterrupted {y}");
+        assert!(
+            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+            "step 3 {key}: resumed {x} vs uninterrupted {y}"
+        );
     }
     // ... and the same optimizer / controller state: the step's numbers agree up to the
     // run-to-run noise of the multi-threaded CPU matmul, amplified by t5-tiny's sharp logits
-    for key in ["objective/kl", "objective/kl_coef", "ppo/loss/total", "ppo/val/vpred", "ppo/policy/approxkl"] {
+    for key in [
+        "objective/kl",
+        "objective/kl_coef",
+        "ppo/loss/total",
+        "ppo/val/vpred",
+        "ppo/policy/approxkl",
+    ] {
         let (x, y) = (ra[2][key].as_f64().unwrap(), rb[2][key].as_f64().unwrap());
-        assert!((x - y).abs() <= 2e-3 * (1.0 + y.abs()), "step 3 {key}: resumed {x} vs uninterrupted {y}");
+        assert!(
+            (x - y).abs() <= 2e-3 * (1.0 + y.abs()),
+            "step 3 {key}: resumed {x} vs uninterrupted {y}"
+        );
     }
     // without --resume an existing run is refused
     let e = ppo(&a, &data, 3, false);
@@ -184,17 +253,39 @@ fn a_reward_label_the_classifier_lacks_is_refused_at_start() {
     let data = synthetic_data(&dir, 12);
     let cfg = dir.join("cfg.toml");
     std::fs::write(&cfg, "[reward]\nlabel = \"toxic\"\n").unwrap();
-    let (model, reward) = (s(&fixtures().join("t5-tiny")), s(&fixtures().join("roberta-tiny")));
+    let (model, reward) = (
+        s(&fixtures().join("t5-tiny")),
+        s(&fixtures().join("roberta-tiny")),
+    );
     let out = dir.join("run");
     let e = detox(&[
-        "ppo", "--model", &model, "--reward-model", &reward, "--dataset", &s(&data), "--out",
-        &s(&out), "--config", &s(&cfg), "--batch-size", "4", "--mini-batch-size", "2",
+        "ppo",
+        "--model",
+        &model,
+        "--reward-model",
+        &reward,
+        "--dataset",
+        &s(&data),
+        "--out",
+        &s(&out),
+        "--config",
+        &s(&cfg),
+        "--batch-size",
+        "4",
+        "--mini-batch-size",
+        "2",
     ]);
     assert!(!e.status.success());
     let err = String::from_utf8_lossy(&e.stderr);
-    assert!(err.contains("\"toxic\"") && err.contains("nothate"), "{err}");
+    assert!(
+        err.contains("\"toxic\"") && err.contains("nothate"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one error line: {err}");
-    assert!(!out.join("checkpoints").exists(), "nothing trained or written");
+    assert!(
+        !out.join("checkpoints").exists(),
+        "nothing trained or written"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -202,10 +293,21 @@ fn a_reward_label_the_classifier_lacks_is_refused_at_start() {
 fn toxicity_prints_mean_and_std_of_the_lab_measure() {
     let dir = scratch("tox");
     let data = synthetic_data(&dir, 30);
-    let (model, reward) = (s(&fixtures().join("t5-tiny")), s(&fixtures().join("roberta-tiny")));
+    let (model, reward) = (
+        s(&fixtures().join("t5-tiny")),
+        s(&fixtures().join("roberta-tiny")),
+    );
     let out = ok(&detox(&[
-        "toxicity", "--model", &model, "--reward-model", &reward, "--dataset", &s(&data),
-        "--samples", "4", "--json",
+        "toxicity",
+        "--model",
+        &model,
+        "--reward-model",
+        &reward,
+        "--dataset",
+        &s(&data),
+        "--samples",
+        "4",
+        "--json",
     ]));
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["n"], 5, "first N+1 test prompts");
@@ -213,7 +315,13 @@ fn toxicity_prints_mean_and_std_of_the_lab_measure() {
     assert!((0.0..=1.0).contains(&m) && (0.0..=0.5).contains(&sd));
     // a classifier without the toxic label is refused
     let e = detox(&[
-        "toxicity", "--model", &model, "--reward-model", &model, "--dataset", &s(&data),
+        "toxicity",
+        "--model",
+        &model,
+        "--reward-model",
+        &model,
+        "--dataset",
+        &s(&data),
     ]);
     assert!(!e.status.success());
     let _ = std::fs::remove_dir_all(&dir);

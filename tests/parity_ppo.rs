@@ -59,7 +59,11 @@ struct Tol<'a> {
 
 impl Tol<'_> {
     fn tol(&self, path: &str) -> f32 {
-        let s = self.sens.get(path).and_then(|s| s["abs"].as_f64()).unwrap_or(0.0) as f32;
+        let s = self
+            .sens
+            .get(path)
+            .and_then(|s| s["abs"].as_f64())
+            .unwrap_or(0.0) as f32;
         1e-4 + 4.0 * s
     }
 
@@ -175,10 +179,21 @@ fn run_case(case: &str) {
                 .map(|x| x.as_u64().unwrap() as usize)
                 .collect();
             assert_eq!(m.rows, rows, "step {k}: minibatch rows");
-            tol.check("minibatches.pg_loss", &[m.pg_loss], &[want["pg_loss"].as_f64().unwrap() as f32]);
-            tol.check("minibatches.vf_loss", &[m.vf_loss], &[want["vf_loss"].as_f64().unwrap() as f32]);
+            tol.check(
+                "minibatches.pg_loss",
+                &[m.pg_loss],
+                &[want["pg_loss"].as_f64().unwrap() as f32],
+            );
+            tol.check(
+                "minibatches.vf_loss",
+                &[m.vf_loss],
+                &[want["vf_loss"].as_f64().unwrap() as f32],
+            );
             for (key, v) in want["stats"].as_object().unwrap() {
-                let got = *m.stats.get(key).unwrap_or_else(|| panic!("minibatch stat {key}"));
+                let got = *m
+                    .stats
+                    .get(key)
+                    .unwrap_or_else(|| panic!("minibatch stat {key}"));
                 tol.check(
                     &format!("minibatches.stats.{key}"),
                     &[got as f32],
@@ -196,7 +211,11 @@ fn run_case(case: &str) {
                 .stats
                 .get(key)
                 .unwrap_or_else(|| panic!("step stat {key} missing"));
-            tol.check(&format!("stats.{key}"), &[got as f32], &[v.as_f64().unwrap() as f32]);
+            tol.check(
+                &format!("stats.{key}"),
+                &[got as f32],
+                &[v.as_f64().unwrap() as f32],
+            );
         }
         let kl_after = st["kl_coef_after"].as_f64().unwrap();
         let kl = trainer.state.kl_ctl.value();
@@ -206,7 +225,10 @@ fn run_case(case: &str) {
         );
 
         // parameters after the step: the update (after - initial) must be trl's
-        let tmp = std::env::temp_dir().join(format!("detox-parity-ppo-{case}-{k}-{}", std::process::id()));
+        let tmp = std::env::temp_dir().join(format!(
+            "detox-parity-ppo-{case}-{k}-{}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).unwrap();
         write_policy(
@@ -258,7 +280,10 @@ fn run_case(case: &str) {
             "{case} step {}: parameters: sum|diff| / sum|update| = {rel:.2e}, worst element diff / tensor's max update {worst_rel:.2e}",
             k + 1
         );
-        assert!(rel < 0.01, "step {k}: parameters drift from trl's update ({rel:.3e})");
+        assert!(
+            rel < 0.01,
+            "step {k}: parameters drift from trl's update ({rel:.3e})"
+        );
         for (p, (w, t)) in &tol.worst {
             if *w > 1e-5 {
                 eprintln!("  {p}: max |diff| {w:.2e} (tol {t:.2e})");
@@ -310,7 +335,9 @@ fn an_empty_response_gets_its_reward_and_does_not_crash_the_step() {
     let queries = rows_u32(&st["queries"]);
     let mut responses = rows_u32(&st["responses"]);
     responses[1] = vec![0, 1]; // start token + EOS: no scored token
-    let out = trainer.step(&queries, &responses, &flat(&st["scores"])).unwrap();
+    let out = trainer
+        .step(&queries, &responses, &flat(&st["scores"]))
+        .unwrap();
     assert_eq!(out.record.empty_rows, vec![1]);
     assert!(out.record.masks.row(1).iter().all(|&m| m == 0.0));
     assert!(out.record.advantages.data.iter().all(|v| v.is_finite()));
@@ -325,15 +352,27 @@ fn non_finite_scores_stop_the_step_naming_the_tensor() {
     scores[2] = f32::NAN;
     let before = trainer.state.clone();
     let err = trainer
-        .step(&rows_u32(&st["queries"]), &rows_u32(&st["responses"]), &scores)
+        .step(
+            &rows_u32(&st["queries"]),
+            &rows_u32(&st["responses"]),
+            &scores,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("`scores`"), "{err}");
     assert_eq!(trainer.state, before, "nothing changed");
     // a wrong batch is refused with trl's message
     let err = trainer
-        .step(&rows_u32(&st["queries"])[..3], &rows_u32(&st["responses"]), &flat(&st["scores"]))
+        .step(
+            &rows_u32(&st["queries"])[..3],
+            &rows_u32(&st["responses"]),
+            &flat(&st["scores"]),
+        )
         .unwrap_err();
-    assert!(err.to_string().contains("does not match number of examples"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not match number of examples"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -341,19 +380,12 @@ fn the_reference_is_the_base_model_and_shares_its_weights() {
     let (trainer, fx) = default_trainer();
     let st = &fx["steps"][0];
     // the reference log-probs are the adapter-disabled model's: trl's ref_logprobs
-    let batch = detox_ppo::PaddedBatch::new(
-        &rows_u32(&st["queries"]),
-        &rows_u32(&st["responses"]),
-        0,
-    );
+    let batch =
+        detox_ppo::PaddedBatch::new(&rows_u32(&st["queries"]), &rows_u32(&st["responses"]), 0);
     let device = Default::default();
-    let out = detox_ppo::trainer::reference_forward(
-        trainer.reference(),
-        &batch,
-        &[0, 1, 2, 3],
-        &device,
-    )
-    .unwrap();
+    let out =
+        detox_ppo::trainer::reference_forward(trainer.reference(), &batch, &[0, 1, 2, 3], &device)
+            .unwrap();
     let got = detox_rl::to_vec_f32(out.logprobs);
     let want = flat(&st["ref_logprobs"]);
     for (g, w) in got.iter().zip(&want) {

@@ -112,7 +112,12 @@ pub fn generate_with_limits<B: Backend>(
     let special = SpecialTokens::of_t5(model);
     let [batch, _] = input_ids.dims();
     assert_eq!(limits.len(), batch, "one limit per row");
-    let max_steps = limits.iter().copied().max().unwrap_or(0).min(config.max_new_tokens);
+    let max_steps = limits
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .min(config.max_new_tokens);
     let device = input_ids.device();
     let vocab = model.config.vocab_size;
     let min_new = config.effective_min_new_tokens();

@@ -329,7 +329,12 @@ impl LabConfig {
     }
 
     pub fn lora_config(&self) -> LoraConfig {
-        let targets: Vec<&str> = self.lora.target_modules.iter().map(String::as_str).collect();
+        let targets: Vec<&str> = self
+            .lora
+            .target_modules
+            .iter()
+            .map(String::as_str)
+            .collect();
         LoraConfig::new(
             self.lora.r,
             self.lora.lora_alpha,
@@ -618,7 +623,9 @@ fn one_line(s: &str, width: usize) -> String {
 
 /// Writes `comparison.{csv,json,txt}` (rows sorted by `reward_diff`, descending).
 pub fn write_comparison(out: &Path, rows: &[ComparisonRow]) -> Result<(), LabError> {
-    let mut csv = String::from("query,response_before,response_after,reward_before,reward_after,reward_diff\n");
+    let mut csv = String::from(
+        "query,response_before,response_after,reward_before,reward_after,reward_diff\n",
+    );
     for r in rows {
         csv.push_str(&format!(
             "{},{},{},{},{},{}\n",
@@ -706,7 +713,13 @@ impl LabRun {
                         msg: format!("not a detox PPO state: {e}"),
                     })?;
                 let (p, l) = if st.lora.is_some() {
-                    load_policy::<B>(&self.model, Some(ck), None, Some(&value_head_file(ck)), device)?
+                    load_policy::<B>(
+                        &self.model,
+                        Some(ck),
+                        None,
+                        Some(&value_head_file(ck)),
+                        device,
+                    )?
                 } else {
                     load_policy::<B>(ck, None, None, Some(&value_head_file(ck)), device)?
                 };
@@ -779,7 +792,11 @@ impl LabRun {
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         let policy = p.trainer.policy().valid();
         write_policy(&policy, p.lora.as_ref(), &self.model, &tmp)?;
-        save_optimizer(p.trainer.optimizer(), p.trainer.policy(), &tmp.join(OPTIMIZER_FILE))?;
+        save_optimizer(
+            p.trainer.optimizer(),
+            p.trainer.policy(),
+            &tmp.join(OPTIMIZER_FILE),
+        )?;
         let state = CheckpointState {
             step,
             ppo: p.trainer.state.clone(),
@@ -788,8 +805,11 @@ impl LabRun {
             config: self.config.clone(),
         };
         let path = tmp.join(STATE_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json") + "\n")
-            .map_err(io_err(&path))?;
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&state).expect("json") + "\n",
+        )
+        .map_err(io_err(&path))?;
         replace_dir(&tmp, &dir)?;
         Ok(dir)
     }
@@ -854,11 +874,8 @@ impl LabRun {
 
         // models
         let inner = device.clone();
-        let classifier = Classifier::<B::InnerBackend>::load(
-            &self.reward_model,
-            cfg.reward.batch_size,
-            &inner,
-        )?;
+        let classifier =
+            Classifier::<B::InnerBackend>::load(&self.reward_model, cfg.reward.batch_size, &inner)?;
         let reward_label = classifier.label(&cfg.reward.label)?;
         let toxic_label = classifier.label(&cfg.toxicity.label)?;
         let mut p = self.prepare::<B>(device)?;
@@ -947,7 +964,10 @@ impl LabRun {
             let out = p
                 .trainer
                 .step(&query_ids, &responses, &scores)
-                .map_err(|err| LabError::Step { step: step + 1, err })?;
+                .map_err(|err| LabError::Step {
+                    step: step + 1,
+                    err,
+                })?;
             let (rmean, rstd) = {
                 // trl's log_stats: mean and (unbiased) std of the rewards
                 let n = scores.len() as f64;
@@ -987,7 +1007,12 @@ impl LabRun {
             let tmp = sibling(&final_dir, "tmp");
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-            write_policy(&p.trainer.policy().valid(), p.lora.as_ref(), &self.model, &tmp)?;
+            write_policy(
+                &p.trainer.policy().valid(),
+                p.lora.as_ref(),
+                &self.model,
+                &tmp,
+            )?;
             replace_dir(&tmp, &final_dir)?;
         }
 
@@ -1156,7 +1181,11 @@ mod tests {
         let e = LabConfig::from_file(&f).unwrap_err().to_string();
         assert!(e.contains("bad.toml") && e.contains("batch_sise"), "{e}");
         std::fs::write(&f, "[ppo]\nbatch_size = 10\nmini_batch_size = 4\n").unwrap();
-        let e = LabConfig::from_file(&f).unwrap().validate().unwrap_err().to_string();
+        let e = LabConfig::from_file(&f)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("multiple"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1169,7 +1198,11 @@ mod tests {
             .map(|&n| ex(n))
             .collect();
         let (train, test) = split_dialogues(&rows, &DataConfig::default());
-        let lens = |v: &[Example]| v.iter().map(|e| e.dialogue.chars().count()).collect::<Vec<_>>();
+        let lens = |v: &[Example]| {
+            v.iter()
+                .map(|e| e.dialogue.chars().count())
+                .collect::<Vec<_>>()
+        };
         // kept: 201 1000 500 300 250 999 400 600 (8) → test = ceil(1.6) = 2, the last two
         assert_eq!(lens(&train), vec![201, 1000, 500, 300, 250, 999]);
         assert_eq!(lens(&test), vec![400, 600]);

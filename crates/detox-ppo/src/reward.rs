@@ -67,7 +67,8 @@ impl<B: Backend> Classifier<B> {
         for chunk in texts.chunks(self.batch_size) {
             let batch = self.tokenizer.encode_batch(chunk)?;
             let shape = [batch.batch, batch.len];
-            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.ids, shape), &self.device);
+            let ids =
+                Tensor::<B, 2, Int>::from_data(TensorData::new(batch.ids, shape), &self.device);
             let mask =
                 Tensor::<B, 2, Int>::from_data(TensorData::new(batch.mask, shape), &self.device);
             let logits: Vec<f32> = self

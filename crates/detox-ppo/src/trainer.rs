@@ -425,8 +425,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
             .collect();
         if empty_rows.len() == bs {
             return Err(RlError::Batch(
-                "every response is empty (at most one generated token): nothing to train on"
-                    .into(),
+                "every response is empty (at most one generated token): nothing to train on".into(),
             ));
         }
         let score_masks = if empty_rows.is_empty() {
@@ -441,10 +440,8 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
 
         // rewards and advantages
         let t = Instant::now();
-        let scores_t = Tensor::<B::InnerBackend, 1>::from_data(
-            TensorData::new(scores.clone(), [bs]),
-            &device,
-        );
+        let scores_t =
+            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(scores.clone(), [bs]), &device);
         let kl_coef = self.state.kl_ctl.value();
         let rw = if full_kl {
             compute_rewards_full(

@@ -42,7 +42,11 @@ impl RunningMoments {
         let n = xs.len();
         let nf = n as f32;
         let xs_mean = xs.iter().sum::<f32>() / nf;
-        let xs_var = xs.iter().map(|x| (x - xs_mean) * (x - xs_mean)).sum::<f32>() / nf;
+        let xs_var = xs
+            .iter()
+            .map(|x| (x - xs_mean) * (x - xs_mean))
+            .sum::<f32>()
+            / nf;
         let delta = xs_mean - self.mean;
         let tot_count = self.count + n as f64;
         let new_sum = xs_var * nf;
