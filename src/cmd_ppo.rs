@@ -10,27 +10,45 @@ use detox_ppo::lab::{toxicity_of, LabConfig, LabRun};
 
 use crate::backend::{AutodiffJob, DeviceKind, Job};
 
+/// What `detox ppo` and `detox toxicity` both read.
 #[derive(clap::Args, Debug, Clone)]
-pub struct PpoArgs {
+pub struct LabInputs {
     /// The T5 / FLAN-T5 model directory or hub id (config.json, weights, tokenizer.json).
     #[arg(long)]
     pub model: String,
+    /// The classifier directory or hub id (facebook/roberta-hate-speech-dynabench-r4-target).
+    #[arg(long)]
+    pub reward_model: String,
+    /// DialogSum-style JSONL (the train split): dialogues are filtered and split 80/20 as in the
+    /// lab (ppo trains on the first part; toxicity is measured on the second).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// TOML config (configs/lab.toml holds the lab's values); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl LabInputs {
+    /// The config file's settings, or the lab's when none is given.
+    fn lab_config(&self) -> Result<LabConfig> {
+        Ok(match &self.config {
+            Some(p) => LabConfig::from_file(p)?,
+            None => LabConfig::default(),
+        })
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PpoArgs {
+    #[command(flatten)]
+    pub inputs: LabInputs,
     /// A peft adapter to train (the lab: the fine-tuned LoRA checkpoint). Without it a fresh
     /// adapter from the config's [lora] section is added (or none with `lora.enabled = false`).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// The reward classifier directory or hub id (facebook/roberta-hate-speech-dynabench-r4-target).
-    #[arg(long)]
-    pub reward_model: String,
-    /// DialogSum-style JSONL (the train split): dialogues are filtered and split as in the lab.
-    #[arg(long)]
-    pub dataset: PathBuf,
     /// Run directory: stats.jsonl, checkpoints/, toxicity.json, comparison.{csv,json,txt}.
     #[arg(long)]
     pub out: PathBuf,
-    /// TOML config (configs/lab.toml holds the lab's values); flags override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     #[arg(long)]
     pub max_steps: Option<usize>,
     #[arg(long)]
@@ -76,10 +94,7 @@ fn parse_range(s: &str) -> Result<[usize; 2]> {
 
 impl PpoArgs {
     pub fn lab_config(&self) -> Result<LabConfig> {
-        let mut c = match &self.config {
-            Some(p) => LabConfig::from_file(p)?,
-            None => LabConfig::default(),
-        };
+        let mut c = self.inputs.lab_config()?;
         if let Some(v) = self.max_steps {
             c.run.max_steps = v;
         }
@@ -123,14 +138,14 @@ impl AutodiffJob for Ppo {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
         let config = a.lab_config()?;
-        if !a.dataset.is_file() {
-            bail!("{}: no such dataset file", a.dataset.display());
+        if !a.inputs.dataset.is_file() {
+            bail!("{}: no such dataset file", a.inputs.dataset.display());
         }
         let run = LabRun {
-            model: detox_hub::resolve_model(&a.model)?,
+            model: detox_hub::resolve_model(&a.inputs.model)?,
             adapter: a.adapter.clone(),
-            reward_model: detox_hub::resolve_model(&a.reward_model)?,
-            dataset: a.dataset.clone(),
+            reward_model: detox_hub::resolve_model(&a.inputs.reward_model)?,
+            dataset: a.inputs.dataset.clone(),
             out: a.out.clone(),
             resume: a.resume,
             progress: std::io::stderr().is_terminal(),
@@ -165,23 +180,16 @@ impl AutodiffJob for Ppo {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ToxicityArgs {
-    #[arg(long)]
-    pub model: String,
+    #[command(flatten)]
+    pub inputs: LabInputs,
+    /// A peft adapter to apply to the model.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    #[arg(long)]
-    pub reward_model: String,
-    /// DialogSum-style JSONL; prompts are the lab's test split of it.
-    #[arg(long)]
-    pub dataset: PathBuf,
     /// Measure on the first N+1 test prompts (the lab: 10).
     #[arg(long, default_value_t = 10)]
     pub samples: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// TOML config whose [data] and [toxicity] sections apply (flags override).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     /// Print {"mean": M, "std": S, "n": N}.
     #[arg(long)]
     pub json: bool,
@@ -196,16 +204,13 @@ impl Job for Toxicity {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        let mut c = match &a.config {
-            Some(p) => LabConfig::from_file(p)?,
-            None => LabConfig::default(),
-        };
+        let mut c = a.inputs.lab_config()?;
         c.toxicity.samples = a.samples;
         let t = toxicity_of::<B>(
-            &detox_hub::resolve_model(&a.model)?,
+            &detox_hub::resolve_model(&a.inputs.model)?,
             a.adapter.as_deref(),
-            &detox_hub::resolve_model(&a.reward_model)?,
-            &a.dataset,
+            &detox_hub::resolve_model(&a.inputs.reward_model)?,
+            &a.inputs.dataset,
             &c.data,
             &c.toxicity,
             a.seed,

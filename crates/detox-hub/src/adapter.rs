@@ -171,6 +171,15 @@ pub fn sibling(dir: &Path, tag: &str) -> PathBuf {
     dir.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
 }
 
+/// An empty temporary sibling directory of `dir` (a leftover of an earlier, killed write is
+/// removed first): fill it, then [`replace_dir`] it onto `dir`.
+pub fn fresh_sibling_dir(dir: &Path) -> Result<PathBuf, HubError> {
+    let tmp = sibling(dir, "tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| HubError::io(&tmp, e))?;
+    Ok(tmp)
+}
+
 /// Moves the complete directory `tmp` to `dir`, replacing an older `dir` only after `tmp` is whole.
 pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), HubError> {
     if dir.exists() {

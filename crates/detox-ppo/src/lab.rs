@@ -17,21 +17,20 @@
 //! and the sampling of step `k` depend only on `(seed, k)`, so a resumed run continues the same
 //! run.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use detox_generate::{generate_with_limits, GenerationConfig};
-use detox_hub::adapter::{replace_dir, sibling};
+use detox_hub::adapter::{fresh_sibling_dir, replace_dir};
 use detox_hub::{HubError, TextTokenizer};
 use detox_models::{LoraConfig, T5ForConditionalGeneration};
 use detox_rl::{PpoConfig, RlError};
 use detox_train::data::{epoch_order, DataError, Example};
 use detox_train::finetune::{load_optimizer, save_optimizer, TrainError};
+use detox_train::runlog;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -499,9 +498,7 @@ pub fn evaluate_toxicity<B: Backend>(
 // ---------------------------------------------------------------------------------------------
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
-    let tmp = sibling(path, "tmp");
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    runlog::write_atomic(path, bytes).map_err(io_err(path))
 }
 
 const STATE_FILE: &str = "ppo_state.json";
@@ -556,6 +553,19 @@ pub fn write_policy<B: Backend>(
         }
     }
     detox_hub::save_value_head(&policy.v_head, &value_head_file(dir))?;
+    Ok(())
+}
+
+/// [`write_policy`] into a fresh temporary sibling of `dir`, then moved onto `dir`.
+pub fn save_policy_dir<B: Backend>(
+    policy: &Seq2SeqLMWithValueHead<B>,
+    lora: Option<&LoraConfig>,
+    base_model: &Path,
+    dir: &Path,
+) -> Result<(), LabError> {
+    let tmp = fresh_sibling_dir(dir)?;
+    write_policy(policy, lora, base_model, &tmp)?;
+    replace_dir(&tmp, dir)?;
     Ok(())
 }
 
@@ -728,11 +738,7 @@ impl LabRun {
         };
         // The "before" model and the reference of kind `initial`.
         let initial = if resume_from.is_none() {
-            let tmp = sibling(&initial_dir, "tmp");
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-            write_policy(&policy, lora.as_ref(), &self.model, &tmp)?;
-            replace_dir(&tmp, &initial_dir)?;
+            save_policy_dir(&policy, lora.as_ref(), &self.model, &initial_dir)?;
             policy.valid()
         } else if lora.is_some() {
             load_policy::<B::InnerBackend>(
@@ -787,9 +793,7 @@ impl LabRun {
         step: usize,
     ) -> Result<PathBuf, LabError> {
         let dir = self.checkpoints().join(format!("checkpoint-{step}"));
-        let tmp = sibling(&dir, "tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let tmp = fresh_sibling_dir(&dir)?;
         let policy = p.trainer.policy().valid();
         write_policy(&policy, p.lora.as_ref(), &self.model, &tmp)?;
         save_optimizer(
@@ -816,30 +820,12 @@ impl LabRun {
 
     fn trim_stats(&self, step: usize) -> Result<(), LabError> {
         let path = self.out.join(STATS_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Ok(());
-        };
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s as usize <= step)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        write_atomic(&path, kept.as_bytes())
+        runlog::trim_jsonl_to_step(&path, step).map_err(io_err(&path))
     }
 
     fn append_stats(&self, row: &serde_json::Value) -> Result<(), LabError> {
         let path = self.out.join(STATS_FILE);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        writeln!(f, "{row}").map_err(io_err(&path))
+        runlog::append_jsonl(&path, row).map_err(io_err(&path))
     }
 
     /// Runs the lab to `config.run.max_steps` and writes every output.
@@ -914,18 +900,7 @@ impl LabRun {
 
         // training
         let total = cfg.run.max_steps;
-        let pb = if self.progress {
-            indicatif::ProgressBar::new(total as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}",
-            )
-            .expect("valid template"),
-        );
-        pb.set_position(p.start_step as u64);
+        let pb = runlog::progress_bar(total, p.start_step, self.progress);
         let mut last_saved = p.start_step;
         for step in p.start_step..total {
             let t0 = Instant::now();
@@ -1003,18 +978,12 @@ impl LabRun {
             self.save_checkpoint(&p, total)?;
         }
         let final_dir = self.checkpoints().join("final");
-        {
-            let tmp = sibling(&final_dir, "tmp");
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-            write_policy(
-                &p.trainer.policy().valid(),
-                p.lora.as_ref(),
-                &self.model,
-                &tmp,
-            )?;
-            replace_dir(&tmp, &final_dir)?;
-        }
+        save_policy_dir(
+            &p.trainer.policy().valid(),
+            p.lora.as_ref(),
+            &self.model,
+            &final_dir,
+        )?;
 
         // toxicity after, comparison
         let trained = p.trainer.policy().valid();
@@ -1137,12 +1106,6 @@ pub fn toxicity_of<B: Backend>(
     let label = classifier.label(&settings.label)?;
     let (t, _) = evaluate_toxicity(&t5, &tok, &classifier, label, &test, settings, seed, device)?;
     Ok(t)
-}
-
-/// The module must stay usable as a plain `Module` (checkpoints record it by path).
-#[allow(dead_code)]
-fn _assert_module<B: Backend>(m: &Seq2SeqLMWithValueHead<B>) -> usize {
-    m.num_params()
 }
 
 #[cfg(test)]

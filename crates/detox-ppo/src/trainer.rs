@@ -384,30 +384,28 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         // rollout forward passes (no gradient)
         let t = Instant::now();
         let policy_eval = self.policy().valid();
-        let mut pol: Vec<ForwardOutputs<B::InnerBackend>> = Vec::new();
-        let mut refo: Vec<ForwardOutputs<B::InnerBackend>> = Vec::new();
+        // per chunk: logprobs, values, masks, ref logprobs; the [b, t, v] logits are kept only
+        // for the `full` KL penalty and dropped with the chunk's outputs otherwise
+        let (mut logprobs, mut values, mut masks, mut ref_lp) = (vec![], vec![], vec![], vec![]);
         let mut pol_logits = Vec::new();
         let mut ref_logits = Vec::new();
         for rows in all_rows.chunks(fbs) {
-            let mut p = policy_forward(&policy_eval, &batch, rows, &device)?;
-            let mut r = reference_forward(&self.reference, &batch, rows, &device)?;
+            let p = policy_forward(&policy_eval, &batch, rows, &device)?;
+            let r = reference_forward(&self.reference, &batch, rows, &device)?;
             if full_kl {
-                pol_logits.push(p.logits.clone());
-                ref_logits.push(r.logits.clone());
+                pol_logits.push(p.logits);
+                ref_logits.push(r.logits);
             }
-            // drop the [b, t, v] logits as soon as possible
-            p.logits = Tensor::zeros([1, 1, 1], &device);
-            r.logits = Tensor::zeros([1, 1, 1], &device);
-            pol.push(p);
-            refo.push(r);
+            logprobs.push(p.logprobs);
+            values.push(p.values);
+            masks.push(p.masks);
+            ref_lp.push(r.logprobs);
         }
         drop(policy_eval);
-        let cat2 = |v: Vec<Tensor<B::InnerBackend, 2>>| Tensor::cat(v, 0);
-        let all_logprobs = cat2(pol.iter().map(|o| o.logprobs.clone()).collect());
-        let values = cat2(pol.iter().map(|o| o.values.clone()).collect());
-        let masks = cat2(pol.iter().map(|o| o.masks.clone()).collect());
-        let ref_logprobs = cat2(refo.into_iter().map(|o| o.logprobs).collect());
-        drop(pol);
+        let all_logprobs = Tensor::cat(logprobs, 0);
+        let values = Tensor::cat(values, 0);
+        let masks = Tensor::cat(masks, 0);
+        let ref_logprobs = Tensor::cat(ref_lp, 0);
         let time_forward = t.elapsed().as_secs_f64();
 
         let logprobs_h = HostMatrix::of(all_logprobs.clone());

@@ -23,8 +23,6 @@
 //! - `final/`: the model alone, after the last step.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -35,7 +33,7 @@ use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use detox_hub::adapter::{replace_dir, sibling};
+use detox_hub::adapter::{fresh_sibling_dir, replace_dir};
 use detox_hub::HubError;
 use detox_models::{LoraConfig, LoraTarget, T5Config, T5ForConditionalGeneration};
 use serde::{Deserialize, Serialize};
@@ -45,6 +43,7 @@ use crate::data::{
     Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, StreamPosition, Tokenized,
 };
 use crate::loss::{seq2seq_cross_entropy, shift_right, token_nll};
+use crate::runlog;
 use crate::schedule::LinearSchedule;
 
 pub type T5<B> = T5ForConditionalGeneration<B>;
@@ -718,17 +717,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
-    fn fresh_tmp(dir: &Path) -> Result<PathBuf, TrainError> {
-        let tmp = sibling(dir, "tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        Ok(tmp)
-    }
-
     /// Writes `checkpoint-{step}` atomically: model, optimizer state, trainer state.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
         let dir = self.out.join(format!("checkpoint-{}", self.step));
-        let tmp = Self::fresh_tmp(&dir)?;
+        let tmp = fresh_sibling_dir(&dir)?;
         self.write_model(&tmp)?;
         let optimizer_params =
             save_optimizer(&self.optim, self.model(), &tmp.join(OPTIMIZER_FILE))?;
@@ -756,7 +748,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Writes the model alone to `dir`, atomically (a peft adapter dir, or a transformers model
     /// dir with the base model's tokenizer files).
     pub fn save_model(&self, dir: &Path) -> Result<(), TrainError> {
-        let tmp = Self::fresh_tmp(dir)?;
+        let tmp = fresh_sibling_dir(dir)?;
         self.write_model(&tmp)?;
         replace_dir(&tmp, dir)?;
         Ok(())
@@ -764,32 +756,14 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     fn append_metrics(&self, row: &serde_json::Value) -> Result<(), TrainError> {
         let path = self.out.join(METRICS_FILE);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        writeln!(f, "{row}").map_err(io_err(&path))
+        runlog::append_jsonl(&path, row).map_err(io_err(&path))
     }
 
     /// Drops metrics rows past the resumed step (left by a run that stopped after its last
     /// checkpoint), so the file reads as one run.
     fn trim_metrics(&self) -> Result<(), TrainError> {
         let path = self.out.join(METRICS_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Ok(());
-        };
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s as usize <= self.step)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(&path, kept).map_err(io_err(&path))
+        runlog::trim_jsonl_to_step(&path, self.step).map_err(io_err(&path))
     }
 
     /// Trains to the end: logs, evaluates, checkpoints, and writes `OUT/final`.
@@ -799,18 +773,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.trim_metrics()?;
         }
         let total = self.schedule.total;
-        let pb = if show_progress {
-            indicatif::ProgressBar::new(total as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}",
-            )
-            .expect("valid template"),
-        );
-        pb.set_position(self.step as u64);
+        let pb = runlog::progress_bar(total, self.step, show_progress);
         let (mut first_loss, mut last_loss, mut eval_loss) = (None, None, None);
         let (mut win_loss, mut win_steps, mut win_tokens) = (0.0, 0usize, 0usize);
         let mut win_start = Instant::now();

@@ -9,6 +9,7 @@ pub mod data;
 pub mod finetune;
 pub mod loss;
 pub mod optim;
+pub mod runlog;
 pub mod schedule;
 
 pub use clip::{clip_grad_norm, grad_norm};
