@@ -185,9 +185,9 @@ pub struct ToxicityArgs {
     /// A peft adapter to apply to the model.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// Measure on the first N+1 test prompts (the lab: 10).
-    #[arg(long, default_value_t = 10)]
-    pub samples: usize,
+    /// Measure on the first N+1 test prompts (default: the config's, the lab's 10).
+    #[arg(long)]
+    pub samples: Option<usize>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Print {"mean": M, "std": S, "n": N}.
@@ -205,7 +205,9 @@ impl Job for Toxicity {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
         let mut c = a.inputs.lab_config()?;
-        c.toxicity.samples = a.samples;
+        if let Some(n) = a.samples {
+            c.toxicity.samples = n;
+        }
         let t = toxicity_of::<B>(
             &detox_hub::resolve_model(&a.inputs.model)?,
             a.adapter.as_deref(),
