@@ -1,4 +1,5 @@
-//! The one place where a backend is chosen: `--device cpu|wgpu|cuda` → a concrete burn backend.
+//! The one place where a backend is chosen: `--device cpu|ndarray|wgpu|cuda` → a concrete burn
+//! backend.
 //! Everything else in detox is generic over `B: Backend`.
 
 use anyhow::{bail, Result};
@@ -7,11 +8,14 @@ use burn::tensor::backend::AutodiffBackend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceKind {
-    /// ndarray on the CPU (always available; the default).
+    /// The fastest CPU backend (the default): burn-flex — gemm with run-time AVX-512 / AVX2+FMA
+    /// kernels, strided views without copies, rayon on every core (see BENCHMARKS.md).
+    /// `flex` is accepted as another name for it.
+    #[value(alias = "flex")]
     Cpu,
-    /// burn-flex on the CPU (always available): gemm-based, no copies on reshape/transpose;
-    /// several times faster than ndarray for decoding (see BENCHMARKS.md).
-    Flex,
+    /// burn-ndarray on the CPU (always available): the design card's reference CPU backend, kept
+    /// for parity checks; much slower at decoding (it copies both matmul operands).
+    Ndarray,
     /// wgpu: Vulkan, Metal, DX12 (any GPU vendor); needs the `wgpu` cargo feature.
     Wgpu,
     /// CUDA (NVIDIA); needs the `cuda` cargo feature.
@@ -24,13 +28,16 @@ pub trait Job {
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-pub type Cpu = burn::backend::NdArray<f32>;
+/// The backend behind `--device cpu`.
+pub type Cpu = burn::backend::Flex;
+/// The backend behind `--device ndarray`.
+pub type Ndarray = burn::backend::NdArray<f32>;
 
 /// Runs `job` on the backend of `kind`.
 pub fn run_on<J: Job>(kind: DeviceKind, job: J) -> Result<J::Output> {
     match kind {
-        DeviceKind::Cpu => job.run::<Cpu>(burn::backend::ndarray::NdArrayDevice::Cpu),
-        DeviceKind::Flex => job.run::<burn::backend::Flex>(Default::default()),
+        DeviceKind::Cpu => job.run::<Cpu>(Default::default()),
+        DeviceKind::Ndarray => job.run::<Ndarray>(burn::backend::ndarray::NdArrayDevice::Cpu),
         #[cfg(feature = "wgpu")]
         DeviceKind::Wgpu => {
             job.run::<burn::backend::Wgpu>(burn::backend::wgpu::WgpuDevice::default())
@@ -55,8 +62,10 @@ pub trait AutodiffJob {
 pub fn run_autodiff_on<J: AutodiffJob>(kind: DeviceKind, job: J) -> Result<J::Output> {
     use burn::backend::Autodiff;
     match kind {
-        DeviceKind::Cpu => job.run::<Autodiff<Cpu>>(burn::backend::ndarray::NdArrayDevice::Cpu),
-        DeviceKind::Flex => job.run::<Autodiff<burn::backend::Flex>>(Default::default()),
+        DeviceKind::Cpu => job.run::<Autodiff<Cpu>>(Default::default()),
+        DeviceKind::Ndarray => {
+            job.run::<Autodiff<Ndarray>>(burn::backend::ndarray::NdArrayDevice::Cpu)
+        }
         #[cfg(feature = "wgpu")]
         DeviceKind::Wgpu => {
             job.run::<Autodiff<burn::backend::Wgpu>>(burn::backend::wgpu::WgpuDevice::default())

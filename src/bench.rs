@@ -2,6 +2,11 @@
 //! and the RoBERTa-base classifier with random weights, on the chosen backend.
 //! Method (same as `benches/pytorch_bench.py`): fixed-length random prompts, EOS suppressed so
 //! exactly `new_tokens` are generated, one warm-up run, then the median of `repeats` runs.
+//!
+//! `sft-lora` / `sft-full`: one supervised fine-tuning step (forward, backward, global-norm
+//! clipping, AdamW) on `--sft-batch` random sources of `--sft-source-len` tokens and targets of
+//! `--sft-target-len` tokens, as `benches/pytorch_sft_bench.py` times torch + peft; LoRA is the
+//! lab's (r 32, alpha 32, q and v, dropout 0.05). Peak memory is the process's `VmHWM`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,11 +16,16 @@ use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::backend::{DeviceKind, Job};
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::backend::{AutodiffJob, DeviceKind};
 use detox_generate::{generate, GenerationConfig};
 use detox_models::{
-    RobertaConfig, RobertaForSequenceClassification, T5Config, T5ForConditionalGeneration,
+    LoraConfig, LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
+    T5ForConditionalGeneration,
 };
+use detox_train::finetune::{apply_update, micro_step};
+use detox_train::Batch;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -25,7 +35,8 @@ pub struct BenchArgs {
     /// RoBERTa config.json (default: roberta-base's shapes).
     #[arg(long)]
     pub roberta_config: Option<PathBuf>,
-    /// Which benchmarks: t5-encoder, t5-greedy, t5-sample, roberta (comma-separated).
+    /// Which benchmarks: t5-encoder, t5-greedy, t5-sample, roberta, sft-lora, sft-full
+    /// (comma-separated; the SFT steps are not in the default list: minutes and ~13 GB each).
     #[arg(
         long,
         value_delimiter = ',',
@@ -45,6 +56,12 @@ pub struct BenchArgs {
     pub roberta_len: usize,
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    #[arg(long, default_value_t = 8)]
+    pub sft_batch: usize,
+    #[arg(long, default_value_t = 512)]
+    pub sft_source_len: usize,
+    #[arg(long, default_value_t = 128)]
+    pub sft_target_len: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceKind,
     /// Append one JSON line per result to this file.
@@ -60,6 +77,8 @@ struct BenchResult {
     seconds_median: f64,
     throughput: f64,
     unit: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_rss_mb: Option<f64>,
 }
 
 const FLAN_T5_BASE: &str = r#"{"model_type":"t5","vocab_size":32128,"d_model":768,"d_kv":64,"d_ff":2048,
@@ -108,103 +127,169 @@ fn median_secs(repeats: usize, mut f: impl FnMut()) -> f64 {
 
 pub struct Bench(pub BenchArgs);
 
-impl Job for Bench {
+impl AutodiffJob for Bench {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        let dev_name = format!("{:?}", a.device).to_lowercase();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let mut results = Vec::new();
-        let wants = |w: &str| a.what.iter().any(|x| x == w);
-        if a.what.iter().any(|w| w.starts_with("t5")) {
-            let c: T5Config = read_or(&a.t5_config, FLAN_T5_BASE)?;
-            c.validate().map_err(anyhow::Error::msg)?;
-            let model = T5ForConditionalGeneration::<B>::new(&c, &device);
-            for &batch in &a.batch {
-                let ids = random_ids::<B>(&mut rng, batch, a.prompt_len, 3, 32000, &device);
-                let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], &device);
-                if wants("t5-encoder") {
-                    let s = median_secs(a.repeats, || {
-                        let out = model.encode(ids.clone(), mask.clone());
-                        let _ = out.hidden.into_data();
-                    });
-                    results.push(BenchResult {
-                        name: "t5-encoder".into(),
-                        device: dev_name.clone(),
-                        batch,
-                        seconds_median: s,
-                        throughput: (batch * a.prompt_len) as f64 / s,
-                        unit: "prompt tokens/s",
-                    });
-                }
-                for (name, sample) in [("t5-greedy", false), ("t5-sample", true)] {
-                    if !wants(name) {
-                        continue;
-                    }
-                    let cfg = GenerationConfig {
-                        max_new_tokens: a.new_tokens,
-                        min_new_tokens: a.new_tokens,
-                        do_sample: sample,
-                        top_k: 0,
-                        top_p: 1.0,
-                        ..Default::default()
-                    };
-                    let mut grng = rand::rngs::StdRng::seed_from_u64(1);
-                    let s = median_secs(a.repeats, || {
-                        let out = generate(&model, ids.clone(), mask.clone(), &cfg, &mut grng);
-                        assert!(out.iter().all(|r| r.len() == a.new_tokens));
-                    });
-                    results.push(BenchResult {
-                        name: name.into(),
-                        device: dev_name.clone(),
-                        batch,
-                        seconds_median: s,
-                        throughput: (batch * a.new_tokens) as f64 / s,
-                        unit: "new tokens/s",
-                    });
-                }
+        let mut results = inference::<B::InnerBackend>(&a, &device)?;
+        for (name, lora) in [("sft-lora", true), ("sft-full", false)] {
+            if a.what.iter().any(|x| x == name) {
+                results.push(sft_step::<B>(&a, name, lora, &device)?);
             }
         }
-        if wants("roberta") {
-            let c: RobertaConfig = read_or(&a.roberta_config, ROBERTA_BASE)?;
-            c.validate().map_err(anyhow::Error::msg)?;
-            let model = RobertaForSequenceClassification::<B>::new(&c, &device);
-            let (b, l) = (a.roberta_batch, a.roberta_len);
-            let ids = random_ids::<B>(&mut rng, b, l, 3, 50000, &device);
-            let mask = Tensor::<B, 2, Int>::ones([b, l], &device);
-            let s = median_secs(a.repeats, || {
-                let _ = model.forward(ids.clone(), mask.clone()).into_data();
-            });
-            results.push(BenchResult {
-                name: format!("roberta-{b}x{l}"),
-                device: dev_name.clone(),
-                batch: b,
-                seconds_median: s,
-                throughput: b as f64 / s,
-                unit: "sequences/s",
-            });
-        }
-        let mut sink = match &a.jsonl {
-            Some(p) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("cannot open {}", p.display()))?,
-            ),
-            None => None,
-        };
-        for r in &results {
-            println!(
-                "{:<16} {:>5} batch {:>3}  {:>9.3} s  {:>9.2} {}",
-                r.name, r.device, r.batch, r.seconds_median, r.throughput, r.unit
-            );
-            if let Some(f) = sink.as_mut() {
-                use std::io::Write;
-                writeln!(f, "{}", serde_json::to_string(r)?)?;
-            }
-        }
-        Ok(())
+        report(&a, &results)
     }
+}
+
+/// One optimizer step of supervised fine-tuning (LoRA or full), median over `repeats` steps
+/// after one warm-up step.
+fn sft_step<B: AutodiffBackend>(
+    a: &BenchArgs,
+    name: &str,
+    lora: bool,
+    device: &B::Device,
+) -> Result<BenchResult> {
+    let c: T5Config = read_or(&a.t5_config, FLAN_T5_BASE)?;
+    c.validate().map_err(anyhow::Error::msg)?;
+    B::seed(device, 0);
+    let mut model = T5ForConditionalGeneration::<B>::new(&c, device);
+    if lora {
+        model = model.no_grad();
+        model
+            .add_lora(&LoraConfig::lab(), device)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let (b, src, tgt) = (a.sft_batch, a.sft_source_len, a.sft_target_len);
+    let mut ids = |n: usize| -> Vec<i64> { (0..n).map(|_| rng.random_range(3..32000)).collect() };
+    let batch = Batch {
+        input_ids: ids(b * src),
+        attention_mask: vec![1; b * src],
+        labels: ids(b * tgt),
+        batch: b,
+        src_len: src,
+        tgt_len: tgt,
+    };
+    let mut optim = detox_train::optim::adamw(0.0).init::<B, T5ForConditionalGeneration<B>>();
+    let mut slot = Some(model);
+    let s = median_secs(a.repeats, || {
+        let model = slot.take().expect("model between steps");
+        let (_, grads) = micro_step(&model, &batch, 1, device);
+        let (model, _) = apply_update(model, &mut optim, grads, Some(1.0), 1e-5);
+        slot = Some(model);
+    });
+    Ok(BenchResult {
+        name: name.into(),
+        device: format!("{:?}", a.device).to_lowercase(),
+        batch: b,
+        seconds_median: s,
+        throughput: (b * (src + tgt)) as f64 / s,
+        unit: "tokens/s",
+        peak_rss_mb: crate::bench_ppo::peak_rss_mb(),
+    })
+}
+
+fn inference<B: Backend>(a: &BenchArgs, device: &B::Device) -> Result<Vec<BenchResult>> {
+    let device = device.clone();
+    let dev_name = format!("{:?}", a.device).to_lowercase();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut results = Vec::new();
+    let wants = |w: &str| a.what.iter().any(|x| x == w);
+    if a.what.iter().any(|w| w.starts_with("t5")) {
+        let c: T5Config = read_or(&a.t5_config, FLAN_T5_BASE)?;
+        c.validate().map_err(anyhow::Error::msg)?;
+        let model = T5ForConditionalGeneration::<B>::new(&c, &device);
+        for &batch in &a.batch {
+            let ids = random_ids::<B>(&mut rng, batch, a.prompt_len, 3, 32000, &device);
+            let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], &device);
+            if wants("t5-encoder") {
+                let s = median_secs(a.repeats, || {
+                    let out = model.encode(ids.clone(), mask.clone());
+                    let _ = out.hidden.into_data();
+                });
+                results.push(BenchResult {
+                    name: "t5-encoder".into(),
+                    device: dev_name.clone(),
+                    batch,
+                    seconds_median: s,
+                    throughput: (batch * a.prompt_len) as f64 / s,
+                    unit: "prompt tokens/s",
+                    peak_rss_mb: None,
+                });
+            }
+            for (name, sample) in [("t5-greedy", false), ("t5-sample", true)] {
+                if !wants(name) {
+                    continue;
+                }
+                let cfg = GenerationConfig {
+                    max_new_tokens: a.new_tokens,
+                    min_new_tokens: a.new_tokens,
+                    do_sample: sample,
+                    top_k: 0,
+                    top_p: 1.0,
+                    ..Default::default()
+                };
+                let mut grng = rand::rngs::StdRng::seed_from_u64(1);
+                let s = median_secs(a.repeats, || {
+                    let out = generate(&model, ids.clone(), mask.clone(), &cfg, &mut grng);
+                    assert!(out.iter().all(|r| r.len() == a.new_tokens));
+                });
+                results.push(BenchResult {
+                    name: name.into(),
+                    device: dev_name.clone(),
+                    batch,
+                    seconds_median: s,
+                    throughput: (batch * a.new_tokens) as f64 / s,
+                    unit: "new tokens/s",
+                    peak_rss_mb: None,
+                });
+            }
+        }
+    }
+    if wants("roberta") {
+        let c: RobertaConfig = read_or(&a.roberta_config, ROBERTA_BASE)?;
+        c.validate().map_err(anyhow::Error::msg)?;
+        let model = RobertaForSequenceClassification::<B>::new(&c, &device);
+        let (b, l) = (a.roberta_batch, a.roberta_len);
+        let ids = random_ids::<B>(&mut rng, b, l, 3, 50000, &device);
+        let mask = Tensor::<B, 2, Int>::ones([b, l], &device);
+        let s = median_secs(a.repeats, || {
+            let _ = model.forward(ids.clone(), mask.clone()).into_data();
+        });
+        results.push(BenchResult {
+            name: format!("roberta-{b}x{l}"),
+            device: dev_name.clone(),
+            batch: b,
+            seconds_median: s,
+            throughput: b as f64 / s,
+            unit: "sequences/s",
+            peak_rss_mb: None,
+        });
+    }
+    Ok(results)
+}
+
+fn report(a: &BenchArgs, results: &[BenchResult]) -> Result<()> {
+    let mut sink = match &a.jsonl {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?,
+        ),
+        None => None,
+    };
+    for r in results {
+        println!(
+            "{:<16} {:>5} batch {:>3}  {:>9.3} s  {:>9.2} {}",
+            r.name, r.device, r.batch, r.seconds_median, r.throughput, r.unit
+        );
+        if let Some(f) = sink.as_mut() {
+            use std::io::Write;
+            writeln!(f, "{}", serde_json::to_string(r)?)?;
+        }
+    }
+    Ok(())
 }

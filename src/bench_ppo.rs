@@ -39,7 +39,7 @@ pub struct PpoBenchArgs {
     pub query_len: usize,
     #[arg(long, default_value_t = 100)]
     pub response_len: usize,
-    #[arg(long, value_enum, default_value = "flex")]
+    #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceKind,
     /// Append the results as one JSON line to this file.
     #[arg(long)]

@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => {
             let device = args.device;
-            run_on(device, bench::Bench(args))
+            backend::run_autodiff_on(device, bench::Bench(args))
         }
         Command::Finetune(args) => {
             let device = args.device;

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod linear;
 pub mod lora;
 pub mod roberta;
 pub mod t5;

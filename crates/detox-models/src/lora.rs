@@ -8,8 +8,9 @@
 use burn::module::{Initializer, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
+
+use crate::linear::linear_flat;
 
 /// A linear layer (weights stored `[in, out]`, burn's layout) with an optional LoRA adapter.
 #[derive(Module, Debug)]
@@ -126,14 +127,15 @@ impl<B: Backend> LoraLinear<B> {
 
     /// The base layer alone (what a frozen reference model computes).
     pub fn forward_base<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        linear_flat(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match (&self.lora_A, &self.lora_B) {
             (Some(a), Some(b)) if !self.merged => {
                 let base = self.forward_base(x.clone());
-                base + b.forward(a.forward(self.lora_dropout.forward(x))) * self.scaling
+                let down = linear_flat(self.lora_dropout.forward(x), a.weight.val(), None);
+                base + linear_flat(down, b.weight.val(), None) * self.scaling
             }
             _ => self.forward_base(x),
         }

@@ -16,6 +16,7 @@ use burn::tensor::activation;
 
 use crate::attention::{additive_mask, causal_mask_bias, KvCache};
 use crate::config::{T5Activation, T5Config};
+use crate::linear::linear_flat;
 use crate::lora::{LoraLinear, LoraTarget};
 
 /// T5's layer norm: RMS only (no mean subtraction, no bias).
@@ -35,7 +36,9 @@ impl<B: Backend> T5LayerNorm<B> {
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
-        let x = x * (variance + self.eps).sqrt().recip();
+        // a division, not `* sqrt().recip()`: burn's SIMD `recip` is the CPU's approximate
+        // reciprocal (12 bits on AVX2, 14 on AVX-512), off by up to 4e-4 relative
+        let x = x / (variance + self.eps).sqrt();
         x * self.weight.val().unsqueeze::<D>()
     }
 }
@@ -633,7 +636,7 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     /// Vocabulary logits for decoder hidden states (every position).
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear_flat(hidden, head.weight.val(), None),
             None => {
                 // Tied head: transformers rescales the decoder output by d_model^-0.5 first.
                 let scaled = hidden * (self.config.d_model as f64).powf(-0.5);

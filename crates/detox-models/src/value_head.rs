@@ -24,8 +24,11 @@ impl<B: Backend> ValueHead<B> {
     /// Values `[batch, len]` for decoder hidden states `[batch, len, d_model]`.
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, l, _] = hidden.dims();
-        self.summary
-            .forward(self.dropout.forward(hidden))
-            .reshape([b, l])
+        crate::linear::linear_flat(
+            self.dropout.forward(hidden),
+            self.summary.weight.val(),
+            self.summary.bias.as_ref().map(|b| b.val()),
+        )
+        .reshape([b, l])
     }
 }

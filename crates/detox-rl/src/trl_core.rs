@@ -135,7 +135,8 @@ pub fn masked_whiten<B: Backend, const D: usize>(
 ) -> Result<Tensor<B, D>> {
     let mean = masked_mean(values.clone(), mask.clone(), None);
     let var = masked_var(values.clone(), mask, true)?;
-    let whitened = (values - mean.clone()) * var.add_scalar(1e-8).sqrt().recip();
+    // a division: burn's SIMD `recip` is approximate (see detox_models::t5::T5LayerNorm)
+    let whitened = (values - mean.clone()) / var.add_scalar(1e-8).sqrt();
     Ok(if shift_mean {
         whitened
     } else {
@@ -153,7 +154,8 @@ pub fn whiten<B: Backend, const D: usize>(values: Tensor<B, D>, shift_mean: bool
         .sum()
         .reshape([1usize; D])
         .div_scalar(n - 1.0);
-    let whitened = (values - mean.clone()) * var.add_scalar(1e-8).sqrt().recip();
+    // a division: burn's SIMD `recip` is approximate (see detox_models::t5::T5LayerNorm)
+    let whitened = (values - mean.clone()) / var.add_scalar(1e-8).sqrt();
     if shift_mean {
         whitened
     } else {

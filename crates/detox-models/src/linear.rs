@@ -1,0 +1,49 @@
+//! `x W + b` as one 2-D matrix product over all leading dimensions of `x`.
+//!
+//! burn's `linear` on a `[batch, len, in]` input is a batched matmul against a broadcast `[1, in,
+//! out]` weight. burn-flex runs that as `batch` separate GEMMs (one per row block, each packing the
+//! whole weight again) and, when each block is a single row — every decoding step at batch > 1 —
+//! as `batch` matrix-vector products that each stream the full weight from memory. Flattening to
+//! `[batch * len, in]` turns it into one GEMM that reads the weight once and splits its rows over
+//! the cores; the backward pass becomes one `x^T · grad` GEMM instead of a batch of them and a sum.
+//! The result is the same product (every output element is the same dot product over `in`).
+
+use burn::prelude::*;
+use burn::tensor::module::linear;
+
+/// `x · weight (+ bias)` over the last dimension of `x` (`weight` is `[in, out]`, burn's layout).
+pub fn linear_flat<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    if D <= 2 {
+        return linear(x, weight, bias);
+    }
+    let dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let y = linear(x.reshape([rows, dims[D - 1]]), weight, bias);
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = burn::backend::Flex;
+
+    #[test]
+    fn flat_linear_equals_the_batched_one() {
+        let device = Default::default();
+        let x = Tensor::<B, 3>::random([3, 5, 7], burn::tensor::Distribution::Default, &device);
+        let w = Tensor::<B, 2>::random([7, 4], burn::tensor::Distribution::Default, &device);
+        let b = Tensor::<B, 1>::random([4], burn::tensor::Distribution::Default, &device);
+        let want = linear(x.clone(), w.clone(), Some(b.clone()));
+        let got = linear_flat(x, w, Some(b));
+        assert_eq!(got.dims(), [3, 5, 4]);
+        got.into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+    }
+}
