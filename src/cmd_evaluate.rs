@@ -94,6 +94,9 @@ impl Job for Evaluate {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
+        if a.max_source_length == 0 {
+            bail!("--max-source-length must be at least 1 (the longest prompt in tokens)");
+        }
         let specs = a
             .models
             .iter()

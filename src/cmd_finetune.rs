@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use detox_models::lora::parameter_report;
 use detox_models::LoraConfig;
-use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, Resume, Trainer};
+use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, Resume, Start, Trainer};
 
 use crate::backend::{AutodiffJob, DeviceKind};
 
@@ -100,6 +100,9 @@ pub struct FinetuneArgs {
     /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
     pub resume: Option<Option<PathBuf>>,
+    /// Delete the run --out already holds (metrics.jsonl, checkpoint-N/, final/) and start afresh.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Print one JSON object at the end: {"steps", "first_loss", "last_loss", "eval_loss", "final", "checkpoint"}.
     #[arg(long)]
     pub json: bool,
@@ -128,7 +131,7 @@ impl FinetuneArgs {
             },
             warmup_steps: self.warmup_steps,
             weight_decay: self.weight_decay,
-            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            max_grad_norm: (self.max_grad_norm != 0.0).then_some(self.max_grad_norm),
             max_source_len: self.max_source_len,
             max_target_len: self.max_target_len,
             dropout_rate: self.dropout_rate,
@@ -156,17 +159,19 @@ impl AutodiffJob for Finetune {
             .as_ref()
             .map(|p| detox_train::read_jsonl(p, args.eval_limit))
             .transpose()?;
-        let resume = args.resume.clone().map(|r| match r {
-            Some(d) => Resume::Dir(d),
-            None => Resume::Latest,
-        });
+        let start = match args.resume.clone() {
+            Some(Some(d)) => Start::Resume(Resume::Dir(d)),
+            Some(None) => Start::Resume(Resume::Latest),
+            None if args.overwrite => Start::Overwrite,
+            None => Start::New,
+        };
         let mut trainer = Trainer::<B>::new(
             &dir,
             &train,
             eval.as_deref(),
             &args.out,
             cfg,
-            resume,
+            start,
             &device,
         )
         .context("cannot set up fine-tuning")?;

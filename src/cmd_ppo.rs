@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use detox_ppo::lab::{toxicity_of, LabConfig, LabRun};
+use detox_train::runlock::RunStart;
 
 use crate::backend::{AutodiffJob, DeviceKind, Job};
 
@@ -76,6 +77,9 @@ pub struct PpoArgs {
     /// Continue the run in --out from its latest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Delete the run --out already holds (stats.jsonl, initial/, checkpoints/, ...) and start afresh.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceKind,
 }
@@ -147,7 +151,11 @@ impl AutodiffJob for Ppo {
             reward_model: detox_hub::resolve_model(&a.inputs.reward_model)?,
             dataset: a.inputs.dataset.clone(),
             out: a.out.clone(),
-            resume: a.resume,
+            start: match (a.resume, a.overwrite) {
+                (true, _) => RunStart::Resume,
+                (false, true) => RunStart::Overwrite,
+                (false, false) => RunStart::New,
+            },
             progress: std::io::stderr().is_terminal(),
             config,
         };

@@ -239,6 +239,9 @@ impl Job for Summarize {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
+        if args.max_source_length == 0 {
+            bail!("--max-source-length must be at least 1 (the longest prompt in tokens)");
+        }
         let prompt = args.build_prompt()?;
         if prompt.trim().is_empty() {
             bail!("the prompt is empty");

@@ -235,22 +235,10 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Dialogues of 201-1000 characters, synthetic (no ../shared needed).
-fn synthetic_data(dir: &Path, n: usize) -> PathBuf {
-    let file = dir.join("synthetic.jsonl");
-    let mut f = std::fs::File::create(&file).unwrap();
-    for i in 0..n {
-        let dialogue = format!("#Person1#: Hello number {i}, how are you today? ").repeat(6);
-        let row = serde_json::json!({"id": format!("s{i}"), "dialogue": dialogue, "summary": "They greet.", "topic": "greeting"});
-        writeln!(f, "{row}").unwrap();
-    }
-    file
-}
-
 #[test]
 fn a_reward_label_the_classifier_lacks_is_refused_at_start() {
     let dir = scratch("label");
-    let data = synthetic_data(&dir, 12);
+    let data = common::synthetic_data(&dir, 12);
     let cfg = dir.join("cfg.toml");
     std::fs::write(&cfg, "[reward]\nlabel = \"toxic\"\n").unwrap();
     let (model, reward) = (
@@ -292,7 +280,7 @@ fn a_reward_label_the_classifier_lacks_is_refused_at_start() {
 #[test]
 fn toxicity_prints_mean_and_std_of_the_lab_measure() {
     let dir = scratch("tox");
-    let data = synthetic_data(&dir, 30);
+    let data = common::synthetic_data(&dir, 30);
     let (model, reward) = (
         s(&fixtures().join("t5-tiny")),
         s(&fixtures().join("roberta-tiny")),

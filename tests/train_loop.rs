@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::module::AutodiffModule;
 use common::{assert_slices_close, fixtures, Reference};
 use detox_models::LoraConfig;
-use detox_train::{Duration, Example, FinetuneConfig, Mode, Resume, Trainer};
+use detox_train::{Duration, Example, FinetuneConfig, Mode, Resume, Start, Trainer};
 
 type Cpu = burn::backend::NdArray<f32>;
 type Ad = burn::backend::Autodiff<Cpu>;
@@ -82,6 +82,10 @@ fn config(mode: Mode, steps: usize) -> FinetuneConfig {
     }
 }
 
+fn start(resume: Option<Resume>) -> Start {
+    resume.map_or(Start::New, Start::Resume)
+}
+
 fn trainer(out: &Path, cfg: FinetuneConfig, resume: Option<Resume>) -> Trainer<Ad> {
     let ex = examples();
     Trainer::<Ad>::new(
@@ -90,7 +94,7 @@ fn trainer(out: &Path, cfg: FinetuneConfig, resume: Option<Resume>) -> Trainer<A
         Some(&ex[..2]),
         out,
         cfg,
-        resume,
+        start(resume),
         &Default::default(),
     )
     .unwrap()
@@ -180,6 +184,7 @@ fn resuming_a_lora_run_continues_it() {
     );
 
     // A checkpoint without its optimizer state is refused, not silently resumed with fresh moments.
+    drop(t); // (its lock on the run directory)
     std::fs::remove_file(c.join("checkpoint-4/optimizer.mpk")).unwrap();
     let err = match Trainer::<Ad>::new(
         &fixtures().join("t5-tiny"),
@@ -187,7 +192,7 @@ fn resuming_a_lora_run_continues_it() {
         None,
         &c,
         cfg.clone(),
-        Some(Resume::Latest),
+        Start::Resume(Resume::Latest),
         &Default::default(),
     ) {
         Err(e) => e.to_string(),
@@ -263,6 +268,7 @@ fn full_checkpoints_are_model_directories_that_reload() {
         "training changed nothing"
     );
     // Resuming full mode from a checkpoint directory given explicitly.
+    drop(t); // (its lock on the run directory)
     let mut cfg = config(Mode::Full, 3);
     cfg.lr = 1e-3;
     let mut t = trainer(&out, cfg, Some(Resume::Dir(out.join("checkpoint-1"))));
@@ -285,7 +291,7 @@ fn refusals_are_clear() {
             None,
             &out,
             cfg,
-            resume,
+            start(resume),
             &Default::default(),
         ) {
             Err(e) => e.to_string(),

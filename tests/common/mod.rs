@@ -174,3 +174,17 @@ pub fn ok(out: &std::process::Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
+
+/// `dir/synthetic.jsonl`: `n` DialogSum-style rows whose dialogues have 201-1000 characters
+/// (they pass the PPO lab's filter), for tests that need no ../shared.
+pub fn synthetic_data(dir: &std::path::Path, n: usize) -> PathBuf {
+    use std::io::Write;
+    let file = dir.join("synthetic.jsonl");
+    let mut f = std::fs::File::create(&file).unwrap();
+    for i in 0..n {
+        let dialogue = format!("#Person1#: Hello number {i}, how are you today? ").repeat(6);
+        let row = serde_json::json!({"id": format!("s{i}"), "dialogue": dialogue, "summary": "They greet.", "topic": "greeting"});
+        writeln!(f, "{row}").unwrap();
+    }
+    file
+}

@@ -138,28 +138,26 @@ pub fn save_adapter<B: Backend, M: ModuleSnapshot<B>>(
     dir: &Path,
     to_hf: &NameMap,
 ) -> Result<(), HubError> {
-    let tmp = sibling(dir, "tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| HubError::io(&tmp, e))?;
-    let mut remap = to_hf.remap.clone();
-    remap.push(("^".into(), PREFIX.into()));
-    let file = tmp.join("adapter_model.safetensors");
-    let mut store = SafetensorsStore::from_file(&file)
-        .with_regex(r"\.lora_[AB]\.weight$")
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .remap(KeyRemapper::from_patterns(remap).expect("name-map regex"))
-        .clear_metadata()
-        .metadata("format", "pt");
-    model.save_into(&mut store).map_err(|e| HubError::Weights {
-        path: file.clone(),
-        msg: format!("cannot write adapter: {e}"),
-    })?;
-    let mut cfg = serde_json::to_value(config).expect("serializable config");
-    cfg["inference_mode"] = serde_json::Value::Bool(true);
-    let cfg_path = tmp.join("adapter_config.json");
-    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json"))
-        .map_err(|e| HubError::io(&cfg_path, e))?;
-    replace_dir(&tmp, dir)
+    write_dir_atomic(dir, |tmp| {
+        let mut remap = to_hf.remap.clone();
+        remap.push(("^".into(), PREFIX.into()));
+        let file = tmp.join("adapter_model.safetensors");
+        let mut store = SafetensorsStore::from_file(&file)
+            .with_regex(r"\.lora_[AB]\.weight$")
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .remap(KeyRemapper::from_patterns(remap).expect("name-map regex"))
+            .clear_metadata()
+            .metadata("format", "pt");
+        model.save_into(&mut store).map_err(|e| HubError::Weights {
+            path: file.clone(),
+            msg: format!("cannot write adapter: {e}"),
+        })?;
+        let mut cfg = serde_json::to_value(config).expect("serializable config");
+        cfg["inference_mode"] = serde_json::Value::Bool(true);
+        let cfg_path = tmp.join("adapter_config.json");
+        std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json"))
+            .map_err(|e| HubError::io(&cfg_path, e))
+    })
 }
 
 /// `dir` with a suffix, next to it (same filesystem, so renames are atomic).
@@ -169,6 +167,31 @@ pub fn sibling(dir: &Path, tag: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dir.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
+}
+
+/// The parts of a name [`sibling`] made: `(original name, tag, pid)` of `.{name}.{tag}-{pid}`;
+/// `None` for any other name.
+pub fn parse_sibling(file_name: &str) -> Option<(&str, &str, u32)> {
+    let rest = file_name.strip_prefix('.')?;
+    let (head, pid) = rest.rsplit_once('-')?;
+    let (name, tag) = head.rsplit_once('.')?;
+    let pid = pid.parse().ok()?;
+    (!name.is_empty() && !tag.is_empty()).then_some((name, tag, pid))
+}
+
+/// Builds `dir` atomically: `fill` writes into a fresh temporary sibling, which then replaces
+/// `dir`. On any error the temporary directory is removed, so a failed save leaves neither a
+/// half-written `dir` nor a stray temporary one.
+pub fn write_dir_atomic<E: From<HubError>>(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
+    let tmp = fresh_sibling_dir(dir)?;
+    let result = fill(&tmp).and_then(|()| replace_dir(&tmp, dir).map_err(E::from));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
 }
 
 /// An empty temporary sibling directory of `dir` (a leftover of an earlier, killed write is
@@ -195,4 +218,33 @@ pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), HubError> {
         std::fs::rename(tmp, dir).map_err(|e| HubError::io(dir, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sibling_names_parse_back() {
+        let s = sibling(Path::new("/run/checkpoint-5"), "tmp");
+        let name = s.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            parse_sibling(&name),
+            Some(("checkpoint-5", "tmp", std::process::id()))
+        );
+        // a temporary sibling of a temporary directory
+        assert_eq!(
+            parse_sibling("..final.tmp-12.tmp-12"),
+            Some((".final.tmp-12", "tmp", 12))
+        );
+        for other in [
+            ".detox.lock",
+            "checkpoint-5",
+            ".x.tmp-abc",
+            ".tmp-3",
+            "metrics.jsonl",
+        ] {
+            assert_eq!(parse_sibling(other), None, "{other}");
+        }
+    }
 }

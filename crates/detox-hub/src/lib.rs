@@ -54,6 +54,15 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf, HubError> {
             msg: "expected a model directory (with config.json), found a file".into(),
         });
     }
+    if let Some(first) = local_first_component(path) {
+        return Err(HubError::Config {
+            path: path.to_path_buf(),
+            msg: format!(
+                "no such model directory ({} exists here, so this is taken as a local path, not a Hugging Face model id)",
+                first.display()
+            ),
+        });
+    }
     let looks_like_id = arg.split('/').count() <= 2
         && !arg.starts_with('.')
         && !arg.starts_with('/')
@@ -67,6 +76,18 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf, HubError> {
         });
     }
     download(arg)
+}
+
+/// The first component of a relative multi-component `path` when it exists locally
+/// (`runs/lora` with a `runs/` here names a local directory, not the hub id `runs/lora`).
+fn local_first_component(path: &Path) -> Option<PathBuf> {
+    let mut parts = path.components();
+    let std::path::Component::Normal(first) = parts.next()? else {
+        return None;
+    };
+    parts.next()?;
+    let first = Path::new(first);
+    first.exists().then(|| first.to_path_buf())
 }
 
 fn download(id: &str) -> Result<PathBuf, HubError> {

@@ -1,6 +1,7 @@
 //! Building models from a directory: config, weights and their name maps.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -95,9 +96,19 @@ pub fn load_t5<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<T5ForConditionalGeneration<B>, HubError> {
-    let config: T5Config = read_config(dir)?;
+    load_t5_with(dir, |_| {}, device)
+}
+
+/// Loads a T5 checkpoint directory after `adjust` has changed its config (e.g. `dropout_rate`,
+/// which the modules take at build time).
+pub fn load_t5_with<B: Backend>(
+    dir: &Path,
+    adjust: impl FnOnce(&mut T5Config),
+    device: &B::Device,
+) -> Result<T5ForConditionalGeneration<B>, HubError> {
+    let (mut config, files) = checked_t5_config(dir)?;
+    adjust(&mut config);
     config.validate().map_err(|m| config_error(dir, m))?;
-    let files = weight_files(dir)?;
     let mut model = T5ForConditionalGeneration::new(&config, device);
     load_into(&mut model, &files, &t5_name_map(&config))?;
     Ok(model)
@@ -108,12 +119,195 @@ pub fn load_roberta<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<RobertaForSequenceClassification<B>, HubError> {
-    let config: RobertaConfig = read_config(dir)?;
-    config.validate().map_err(|m| config_error(dir, m))?;
-    let files = weight_files(dir)?;
+    let (config, files) = checked_roberta_config(dir)?;
     let mut model = RobertaForSequenceClassification::new(&config, device);
     load_into(&mut model, &files, &roberta_name_map())?;
     Ok(model)
+}
+
+/// `dir`'s T5 config, validated, its sizes checked against the weights' headers, and the weight
+/// files: everything known before a model is allocated.
+fn checked_t5_config(dir: &Path) -> Result<(T5Config, Vec<PathBuf>), HubError> {
+    let c: T5Config = read_config(dir)?;
+    let files = weight_files(dir)?;
+    let shapes = header_shapes(&files)?;
+    let bias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
+    let heads = dim(&shapes, bias, 1);
+    let q = dim(&shapes, "encoder.block.0.layer.0.SelfAttention.q.weight", 0);
+    let ff = ["wi", "wi_0"].iter().find_map(|w| {
+        dim(
+            &shapes,
+            &format!("encoder.block.0.layer.1.DenseReluDense.{w}.weight"),
+            0,
+        )
+    });
+    check_sizes(
+        dir,
+        &[
+            (
+                "vocab_size",
+                c.vocab_size,
+                dim(&shapes, "shared.weight", 0),
+                "rows of shared.weight",
+            ),
+            (
+                "d_model",
+                c.d_model,
+                dim(&shapes, "shared.weight", 1),
+                "columns of shared.weight",
+            ),
+            (
+                "num_layers",
+                c.num_layers,
+                blocks(&shapes, "encoder.block."),
+                "encoder blocks",
+            ),
+            (
+                "num_decoder_layers",
+                c.decoder_layers(),
+                blocks(&shapes, "decoder.block."),
+                "decoder blocks",
+            ),
+            ("num_heads", c.num_heads, heads, "attention heads"),
+            (
+                "relative_attention_num_buckets",
+                c.relative_attention_num_buckets,
+                dim(&shapes, bias, 0),
+                "position buckets",
+            ),
+            (
+                "d_kv",
+                c.d_kv,
+                q.zip(heads).map(|(q, h)| q / h.max(1)),
+                "query size per head",
+            ),
+            ("d_ff", c.d_ff, ff, "feed-forward size"),
+        ],
+        &files,
+    )?;
+    c.validate().map_err(|m| config_error(dir, m))?;
+    Ok((c, files))
+}
+
+/// [`checked_t5_config`] for RoBERTa.
+fn checked_roberta_config(dir: &Path) -> Result<(RobertaConfig, Vec<PathBuf>), HubError> {
+    let c: RobertaConfig = read_config(dir)?;
+    let files = weight_files(dir)?;
+    let shapes = header_shapes(&files)?;
+    let emb = |e: &str, axis| dim(&shapes, &format!("roberta.embeddings.{e}.weight"), axis);
+    let labels = c.num_labels.unwrap_or(c.id2label.len().max(2));
+    check_sizes(
+        dir,
+        &[
+            (
+                "vocab_size",
+                c.vocab_size,
+                emb("word_embeddings", 0),
+                "rows of word_embeddings",
+            ),
+            (
+                "hidden_size",
+                c.hidden_size,
+                emb("word_embeddings", 1),
+                "columns of word_embeddings",
+            ),
+            (
+                "max_position_embeddings",
+                c.max_position_embeddings,
+                emb("position_embeddings", 0),
+                "rows of position_embeddings",
+            ),
+            (
+                "type_vocab_size",
+                c.type_vocab_size,
+                emb("token_type_embeddings", 0),
+                "rows of token_type_embeddings",
+            ),
+            (
+                "num_hidden_layers",
+                c.num_hidden_layers,
+                blocks(&shapes, "roberta.encoder.layer."),
+                "encoder layers",
+            ),
+            (
+                "intermediate_size",
+                c.intermediate_size,
+                dim(
+                    &shapes,
+                    "roberta.encoder.layer.0.intermediate.dense.weight",
+                    0,
+                ),
+                "intermediate size",
+            ),
+            (
+                "num_labels",
+                labels,
+                dim(&shapes, "classifier.out_proj.weight", 0),
+                "labels",
+            ),
+        ],
+        &files,
+    )?;
+    c.validate().map_err(|m| config_error(dir, m))?;
+    Ok((c, files))
+}
+
+/// Every tensor's shape in `files`, by name (headers only).
+fn header_shapes(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<usize>>, HubError> {
+    let mut shapes = BTreeMap::new();
+    for f in files {
+        for t in read_safetensors_header(f)? {
+            shapes.insert(t.name, t.shape);
+        }
+    }
+    Ok(shapes)
+}
+
+fn dim(shapes: &BTreeMap<String, Vec<usize>>, name: &str, axis: usize) -> Option<usize> {
+    shapes.get(name)?.get(axis).copied()
+}
+
+/// `1 +` the highest `N` of the tensors named `{prefix}N.…`.
+fn blocks(shapes: &BTreeMap<String, Vec<usize>>, prefix: &str) -> Option<usize> {
+    shapes
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix(prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map(|n| n + 1)
+}
+
+/// How many times larger than the checkpoint's a config size may be before it is refused
+/// outright; smaller mismatches are left to [`load_into`], which lists every tensor that does
+/// not fit.
+const SIZE_SLACK: usize = 4;
+
+/// Refuses a config size (`field`, its value, the checkpoint's, what that counts) far beyond
+/// what the checkpoint holds — before the model it describes is allocated.
+fn check_sizes(
+    dir: &Path,
+    claims: &[(&str, usize, Option<usize>, &str)],
+    files: &[PathBuf],
+) -> Result<(), HubError> {
+    for &(field, value, on_disk, what) in claims {
+        let Some(n) = on_disk else { continue };
+        if value > n.max(1).saturating_mul(SIZE_SLACK) {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            return Err(config_error(
+                dir,
+                format!(
+                    "`{field}` is {value}, but the weights ({}) have {n} {what}: the config does not belong to this checkpoint",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What `detox inspect` reports.
@@ -134,8 +328,7 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
     type Cpu = burn::backend::NdArray<f32>;
     let (architecture, parameters) = match model_type.as_str() {
         "t5" => {
-            let c: T5Config = read_config(dir)?;
-            c.validate().map_err(|m| config_error(dir, m))?;
+            let (c, _) = checked_t5_config(dir)?;
             let arch = format!(
                 "T5ForConditionalGeneration: d_model {}, {} heads x {}, d_ff {} ({}), {} encoder / {} decoder layers, vocab {}, {} head",
                 c.d_model, c.num_heads, c.d_kv, c.d_ff, c.feed_forward_proj, c.num_layers, c.decoder_layers(), c.vocab_size,
@@ -147,8 +340,7 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
             )
         }
         "roberta" => {
-            let c: RobertaConfig = read_config(dir)?;
-            c.validate().map_err(|m| config_error(dir, m))?;
+            let (c, _) = checked_roberta_config(dir)?;
             let labels = c.labels().map_err(|m| config_error(dir, m))?;
             let arch = format!(
                 "RobertaForSequenceClassification: hidden {}, {} layers, {} heads, intermediate {}, vocab {}, labels {:?}",

@@ -17,7 +17,7 @@ use burn_store::{
 };
 use detox_models::{LoraTarget, T5ForConditionalGeneration};
 
-use crate::adapter::{replace_dir, sibling};
+use crate::adapter::write_dir_atomic;
 use crate::models::t5_name_map_to_hf;
 use crate::weights::LoraLinearLayout;
 use crate::HubError;
@@ -67,11 +67,7 @@ pub fn save_t5<B: Backend>(
     model: &T5ForConditionalGeneration<B>,
     dir: &Path,
 ) -> Result<(), HubError> {
-    let tmp = sibling(dir, "tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| HubError::io(&tmp, e))?;
-    write_t5_files(model, &tmp)?;
-    replace_dir(&tmp, dir)
+    write_dir_atomic(dir, |tmp| write_t5_files(model, tmp))
 }
 
 /// [`save_t5`] without the atomic directory swap: writes `config.json` and `model.safetensors`

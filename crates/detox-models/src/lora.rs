@@ -270,6 +270,12 @@ impl LoraConfig {
         {
             return Err("layers_to_transform is not supported".into());
         }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            return Err(format!(
+                "lora_alpha must be a finite number > 0, got {}",
+                self.lora_alpha
+            ));
+        }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             return Err(format!(
                 "lora_dropout must be in [0, 1), got {}",

@@ -11,7 +11,8 @@
 //!   (`optimizer.mpk`) and `ppo_state.json` (KL controller, score moments, step, seed);
 //! - `checkpoints/final/`: the trained policy as a peft adapter directory plus the value head in
 //!   `model.safetensors` (`v_head.summary.*`), which trl's `from_pretrained` reads;
-//! - `toxicity.json`, `comparison.csv`, `comparison.json`, `comparison.txt`.
+//! - `toxicity.json`, `comparison.csv`, `comparison.json`, `comparison.txt`;
+//! - `.detox.lock`: the run's lock (`detox_train::runlock`), held by the one process writing here.
 //!
 //! Every file is written to a temporary name and renamed. The data order, the response lengths
 //! and the sampling of step `k` depend only on `(seed, k)`, so a resumed run continues the same
@@ -24,12 +25,13 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use detox_generate::{generate_with_limits, GenerationConfig};
-use detox_hub::adapter::{fresh_sibling_dir, replace_dir};
+use detox_hub::adapter::write_dir_atomic;
 use detox_hub::{HubError, TextTokenizer};
 use detox_models::{LoraConfig, T5ForConditionalGeneration};
 use detox_rl::{PpoConfig, RlError};
 use detox_train::data::{epoch_order, DataError, Example};
 use detox_train::finetune::{load_optimizer, save_optimizer, TrainError};
+use detox_train::runlock::{open_run_dir, RunDirError, RunStart};
 use detox_train::runlog;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -54,6 +56,8 @@ pub enum LabError {
     Config(String),
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -223,7 +227,7 @@ impl Default for LoraSettings {
 pub struct RunSettings {
     /// The lab's `max_ppo_steps`.
     pub max_steps: usize,
-    /// Checkpoint every N steps (0: only at the end).
+    /// Checkpoint every N steps (one is always written at the end).
     pub save_every: usize,
     pub seed: u64,
     pub reference: ReferenceKind,
@@ -300,14 +304,11 @@ impl LabConfig {
     }
 
     pub fn validate(&self) -> Result<(), LabError> {
+        self.check_counts()?;
+        self.check_reals()?;
         self.ppo
             .validate()
             .map_err(|e| LabError::Config(format!("ppo: {e}")))?;
-        if self.ppo.ppo_epochs == 0 || self.ppo.learning_rate <= 0.0 {
-            return Err(LabError::Config(
-                "ppo: ppo_epochs must be >= 1 and learning_rate > 0".into(),
-            ));
-        }
         self.generation.validate()?;
         if !self.data.prompt.contains("{dialogue}") {
             return Err(LabError::Config(
@@ -327,6 +328,77 @@ impl LabConfig {
         Ok(())
     }
 
+    /// Every count the run divides by or loops over is at least 1.
+    fn check_counts(&self) -> Result<(), LabError> {
+        let p = &self.ppo;
+        let counts = [
+            ("ppo.batch_size", p.batch_size),
+            ("ppo.mini_batch_size", p.mini_batch_size),
+            (
+                "ppo.gradient_accumulation_steps",
+                p.gradient_accumulation_steps,
+            ),
+            ("ppo.ppo_epochs", p.ppo_epochs),
+            ("run.max_steps", self.run.max_steps),
+            ("run.save_every", self.run.save_every),
+            ("reward.batch_size", self.reward.batch_size),
+            ("toxicity.batch_size", self.toxicity.batch_size),
+            ("toxicity.max_new_tokens", self.toxicity.max_new_tokens),
+            ("data.max_chars", self.data.max_chars),
+        ];
+        match counts.iter().find(|(_, v)| *v == 0) {
+            Some((key, _)) => Err(LabError::Config(format!(
+                "{} must be at least 1, got 0",
+                setting_name(key)
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Every real-valued setting is finite and in its range.
+    fn check_reals(&self) -> Result<(), LabError> {
+        let p = &self.ppo;
+        let positive = [
+            ("ppo.learning_rate", Some(p.learning_rate)),
+            ("ppo.target", Some(p.target)),
+            ("ppo.horizon", Some(p.horizon)),
+            ("ppo.cliprange", Some(p.cliprange)),
+            ("ppo.cliprange_value", Some(p.cliprange_value)),
+            ("ppo.target_kl", Some(p.target_kl)),
+            ("ppo.ratio_threshold", Some(p.ratio_threshold)),
+            ("ppo.max_grad_norm", p.max_grad_norm),
+            ("ppo.score_clip", p.score_clip),
+            ("generation.temperature", Some(self.generation.temperature)),
+        ];
+        let ranged = [
+            ("ppo.init_kl_coef", p.init_kl_coef, 0.0, f64::INFINITY),
+            ("ppo.vf_coef", p.vf_coef, 0.0, f64::INFINITY),
+            ("ppo.gamma", p.gamma, 0.0, 1.0),
+            ("ppo.lam", p.lam, 0.0, 1.0),
+        ];
+        for (key, v) in positive.iter().filter_map(|(k, v)| Some((k, (*v)?))) {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(LabError::Config(format!(
+                    "{} must be a finite number > 0, got {v}",
+                    setting_name(key)
+                )));
+            }
+        }
+        for (key, v, lo, hi) in ranged {
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                let range = match hi.is_finite() {
+                    true => format!("in [{lo}, {hi}]"),
+                    false => format!(">= {lo}"),
+                };
+                return Err(LabError::Config(format!(
+                    "{} must be a finite number {range}, got {v}",
+                    setting_name(key)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn lora_config(&self) -> LoraConfig {
         let targets: Vec<&str> = self
             .lora
@@ -341,6 +413,20 @@ impl LabConfig {
             self.lora.lora_dropout,
         )
     }
+}
+
+/// A config key as errors name it: `[section] key`, with the `detox ppo` flag that overrides it.
+fn setting_name(key: &str) -> String {
+    let flag = match key {
+        "ppo.batch_size" => "--batch-size",
+        "ppo.mini_batch_size" => "--mini-batch-size",
+        "ppo.ppo_epochs" => "--ppo-epochs",
+        "ppo.learning_rate" => "--learning-rate",
+        "run.max_steps" => "--max-steps",
+        "run.save_every" => "--save-every",
+        _ => return key.to_string(),
+    };
+    format!("{flag} ({key})")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,6 +590,17 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
 const STATE_FILE: &str = "ppo_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.mpk";
 const STATS_FILE: &str = "stats.jsonl";
+/// What a PPO run writes into its directory (`--overwrite` deletes these, and only these).
+pub const RUN_OUTPUTS: &[&str] = &[
+    STATS_FILE,
+    "initial",
+    "checkpoints",
+    "toxicity_before.json",
+    "toxicity.json",
+    "comparison.csv",
+    "comparison.json",
+    "comparison.txt",
+];
 
 /// What `ppo_state.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -563,10 +660,7 @@ pub fn save_policy_dir<B: Backend>(
     base_model: &Path,
     dir: &Path,
 ) -> Result<(), LabError> {
-    let tmp = fresh_sibling_dir(dir)?;
-    write_policy(policy, lora, base_model, &tmp)?;
-    replace_dir(&tmp, dir)?;
-    Ok(())
+    write_dir_atomic(dir, |tmp| write_policy(policy, lora, base_model, tmp))
 }
 
 /// The highest `checkpoint-N` under `dir` that holds a PPO state file.
@@ -586,7 +680,8 @@ pub struct LabRun {
     pub reward_model: PathBuf,
     pub dataset: PathBuf,
     pub out: PathBuf,
-    pub resume: bool,
+    /// Refuse a directory that holds a run, continue it, or delete it first.
+    pub start: RunStart,
     pub progress: bool,
     pub config: LabConfig,
 }
@@ -681,10 +776,14 @@ impl LabRun {
         self.out.join("checkpoints")
     }
 
+    fn resuming(&self) -> bool {
+        self.start == RunStart::Resume
+    }
+
     fn prepare<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Prepared<B>, LabError> {
         let cfg = &self.config;
         let initial_dir = self.out.join("initial");
-        let resume_from = if self.resume {
+        let resume_from = if self.resuming() {
             Some(latest_checkpoint(&self.checkpoints()).ok_or_else(|| {
                 LabError::Config(format!(
                     "--resume: no checkpoint-N with {STATE_FILE} under {}",
@@ -692,13 +791,6 @@ impl LabRun {
                 ))
             })?)
         } else {
-            if let Some(existing) = latest_checkpoint(&self.checkpoints()) {
-                return Err(LabError::Config(format!(
-                    "{} already holds a run ({}): pass --resume to continue it, or choose another --out",
-                    self.out.display(),
-                    existing.display()
-                )));
-            }
             None
         };
         B::seed(device, cfg.run.seed);
@@ -793,28 +885,28 @@ impl LabRun {
         step: usize,
     ) -> Result<PathBuf, LabError> {
         let dir = self.checkpoints().join(format!("checkpoint-{step}"));
-        let tmp = fresh_sibling_dir(&dir)?;
-        let policy = p.trainer.policy().valid();
-        write_policy(&policy, p.lora.as_ref(), &self.model, &tmp)?;
-        save_optimizer(
-            p.trainer.optimizer(),
-            p.trainer.policy(),
-            &tmp.join(OPTIMIZER_FILE),
-        )?;
-        let state = CheckpointState {
-            step,
-            ppo: p.trainer.state.clone(),
-            base_model: self.model.display().to_string(),
-            lora: p.lora.clone(),
-            config: self.config.clone(),
-        };
-        let path = tmp.join(STATE_FILE);
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&state).expect("json") + "\n",
-        )
-        .map_err(io_err(&path))?;
-        replace_dir(&tmp, &dir)?;
+        write_dir_atomic(&dir, |tmp| {
+            let policy = p.trainer.policy().valid();
+            write_policy(&policy, p.lora.as_ref(), &self.model, tmp)?;
+            save_optimizer(
+                p.trainer.optimizer(),
+                p.trainer.policy(),
+                &tmp.join(OPTIMIZER_FILE),
+            )?;
+            let state = CheckpointState {
+                step,
+                ppo: p.trainer.state.clone(),
+                base_model: self.model.display().to_string(),
+                lora: p.lora.clone(),
+                config: self.config.clone(),
+            };
+            let path = tmp.join(STATE_FILE);
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&state).expect("json") + "\n",
+            )
+            .map_err(io_err(&path))
+        })?;
         Ok(dir)
     }
 
@@ -832,7 +924,7 @@ impl LabRun {
     pub fn run<B: AutodiffBackend>(&self, device: &B::Device) -> Result<LabSummary, LabError> {
         let cfg = &self.config;
         cfg.validate()?;
-        std::fs::create_dir_all(&self.out).map_err(io_err(&self.out))?;
+        let _lock = open_run_dir(&self.out, self.start, RUN_OUTPUTS)?;
 
         // data
         let rows = detox_train::data::read_jsonl(&self.dataset, None)?;
@@ -881,10 +973,12 @@ impl LabRun {
         // toxicity before (kept across --resume)
         let tox_before_file = self.out.join("toxicity_before.json");
         let before: Toxicity = match std::fs::read_to_string(&tox_before_file) {
-            Ok(text) if self.resume => serde_json::from_str(&text).map_err(|e| LabError::File {
-                path: tox_before_file.clone(),
-                msg: e.to_string(),
-            })?,
+            Ok(text) if self.resuming() => {
+                serde_json::from_str(&text).map_err(|e| LabError::File {
+                    path: tox_before_file.clone(),
+                    msg: e.to_string(),
+                })?
+            }
             _ => {
                 let (t, _) = toxicity_of_model(&p.initial.pretrained_model)?;
                 write_atomic(
@@ -894,7 +988,7 @@ impl LabRun {
                 t
             }
         };
-        if self.resume {
+        if self.resuming() {
             self.trim_stats(p.start_step)?;
         }
 
@@ -967,7 +1061,7 @@ impl LabRun {
                 out.stats["objective/kl"],
                 t0.elapsed().as_secs_f64()
             ));
-            if cfg.run.save_every > 0 && (step + 1) % cfg.run.save_every == 0 {
+            if (step + 1) % cfg.run.save_every == 0 {
                 let dir = self.save_checkpoint(&p, step + 1)?;
                 last_saved = step + 1;
                 pb.suspend(|| eprintln!("step {}: saved {}", step + 1, dir.display()));

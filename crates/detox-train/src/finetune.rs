@@ -11,7 +11,8 @@
 //! Data order: every epoch is a seeded shuffle of the training set ([`BatchStream`]);
 //! micro-batches run on across epoch boundaries, so with `--epochs E` the run has
 //! `ceil(E · batches_per_epoch / grad_accum)` steps. Dropout masks are drawn after re-seeding the
-//! backend with `(seed, step)` at every step, so a resumed run reproduces an uninterrupted one.
+//! backend with `(seed, step)` at every step, so a resumed run reproduces an uninterrupted one
+//! (to the floating-point noise of multi-threaded CPU kernels, about 1e-6).
 //!
 //! Output directory:
 //! - `metrics.jsonl`: one JSON object per logged step (`step`, `epoch`, `loss` — the mean over
@@ -20,7 +21,8 @@
 //! - `checkpoint-N/`: the model (peft adapter files, or a transformers model directory with its
 //!   tokenizer), `optimizer.mpk` (AdamW moments, burn's named MessagePack recorder, keyed by
 //!   parameter path) and `trainer_state.json` (step, data position, seed, config);
-//! - `final/`: the model alone, after the last step.
+//! - `final/`: the model alone, after the last step;
+//! - `.detox.lock`: the run's lock ([`crate::runlock`]), held by the one process writing here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use detox_hub::adapter::{fresh_sibling_dir, replace_dir};
+use detox_hub::adapter::write_dir_atomic;
 use detox_hub::HubError;
 use detox_models::{LoraConfig, LoraTarget, T5Config, T5ForConditionalGeneration};
 use serde::{Deserialize, Serialize};
@@ -43,6 +45,7 @@ use crate::data::{
     Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, StreamPosition, Tokenized,
 };
 use crate::loss::{seq2seq_cross_entropy, shift_right, token_nll};
+use crate::runlock::{open_run_dir, RunDirError, RunLock, RunStart};
 use crate::runlog;
 use crate::schedule::LinearSchedule;
 
@@ -54,6 +57,8 @@ type OptimRecord<M, B> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Rec
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.mpk";
 const METRICS_FILE: &str = "metrics.jsonl";
+/// What a fine-tuning run writes into its directory (`--overwrite` deletes these, and only these).
+pub const RUN_OUTPUTS: &[&str] = &[METRICS_FILE, "checkpoint-*", "final"];
 
 /// Everything that stops a fine-tuning run; each names what is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,8 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, msg: String },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
     #[error("the {what} is not finite ({value}) at step {step}: lower --lr or check the data")]
     NonFinite {
         what: &'static str,
@@ -166,6 +173,16 @@ impl FinetuneConfig {
             }
             _ => {}
         }
+        if self.max_source_len == 0 || self.max_target_len == 0 {
+            return bad("--max-source-len and --max-target-len must be at least 1".into());
+        }
+        if let Some(n) = self.max_grad_norm {
+            if !(n.is_finite() && n > 0.0) {
+                return bad(format!(
+                    "--max-grad-norm must be a positive number (0 turns clipping off), got {n}"
+                ));
+            }
+        }
         if self.eval_every == Some(0) || self.save_every == Some(0) {
             return bad("--eval-every and --save-every must be at least 1".into());
         }
@@ -243,19 +260,15 @@ pub fn load_t5_with_dropout<B: Backend>(
     dropout_rate: Option<f64>,
     device: &B::Device,
 ) -> Result<T5<B>, HubError> {
-    let Some(p) = dropout_rate else {
-        return detox_hub::load_t5(dir, device);
-    };
-    let mut config: T5Config = detox_hub::read_config(dir)?;
-    config.dropout_rate = p;
-    config.validate().map_err(|msg| HubError::Config {
-        path: dir.join("config.json"),
-        msg,
-    })?;
-    let files = detox_hub::weight_files(dir)?;
-    let mut model = T5::new(&config, device);
-    detox_hub::weights::load_into(&mut model, &files, &detox_hub::t5_name_map(&config))?;
-    Ok(model)
+    detox_hub::models::load_t5_with(
+        dir,
+        |c| {
+            if let Some(p) = dropout_rate {
+                c.dropout_rate = p;
+            }
+        },
+        device,
+    )
 }
 
 /// Sets the dropout of every LoRA adapter (peft's `lora_dropout`).
@@ -393,9 +406,13 @@ pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
         .into_iter()
         .map(|(p, id)| (stable_id(&p), id))
         .collect();
+    // burn's error for a damaged file advises about record formats; say what happened instead.
+    std::fs::metadata(file).map_err(io_err(file))?;
     let record: OptimRecord<M, B> = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
         .load(file.to_path_buf(), device)
-        .map_err(|e| bad(format!("cannot read optimizer state: {e}")))?;
+        .map_err(|_| {
+            bad("the optimizer state is truncated or corrupt: resume from the previous checkpoint instead (delete this checkpoint directory, or give an earlier one to --resume)".into())
+        })?;
     let n = record.len();
     let record: OptimRecord<M, B> = record
         .into_iter()
@@ -447,6 +464,34 @@ pub enum Resume {
     Dir(PathBuf),
 }
 
+/// How a run starts in its output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// A directory that holds no run yet (else refused).
+    New,
+    /// Delete the run the directory holds, then start afresh (`--overwrite`).
+    Overwrite,
+    /// Continue a run (`--resume`).
+    Resume(Resume),
+}
+
+impl Start {
+    fn run_start(&self) -> RunStart {
+        match self {
+            Start::New => RunStart::New,
+            Start::Overwrite => RunStart::Overwrite,
+            Start::Resume(_) => RunStart::Resume,
+        }
+    }
+
+    fn resume(&self) -> Option<&Resume> {
+        match self {
+            Start::Resume(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The trainer
 // ---------------------------------------------------------------------------------------------
@@ -470,18 +515,21 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Whether `last_saved` was written by this process (else it is the resumed checkpoint).
     last_saved_here: bool,
     resumed_from: Option<PathBuf>,
+    /// The output directory's lock, held for the trainer's life.
+    _lock: RunLock,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// Loads the model (and, when resuming, the checkpoint), tokenizes the data, builds the
-    /// optimizer. Nothing is written yet.
+    /// optimizer. Of the output directory, only its lock ([`crate::runlock`]) is written yet
+    /// (and, with [`Start::Overwrite`], the previous run deleted).
     pub fn new(
         model_dir: &Path,
         train: &[Example],
         eval: Option<&[Example]>,
         out: &Path,
         cfg: FinetuneConfig,
-        resume: Option<Resume>,
+        start: Start,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         cfg.validate()?;
@@ -504,17 +552,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             return Err(TrainError::Config("no training examples".into()));
         }
 
-        let checkpoint = match &resume {
-            None => {
-                if let Some(existing) = latest_checkpoint(out) {
-                    return Err(TrainError::Config(format!(
-                        "{} already holds a run ({}): pass --resume to continue it, or choose another --out",
-                        out.display(),
-                        existing.display()
-                    )));
-                }
-                None
-            }
+        let lock = open_run_dir(out, start.run_start(), RUN_OUTPUTS)?;
+        let checkpoint = match start.resume() {
+            None => None,
             Some(Resume::Latest) => Some(latest_checkpoint(out).ok_or_else(|| {
                 TrainError::Config(format!(
                     "--resume: no checkpoint-N directory with {STATE_FILE} in {}",
@@ -595,6 +635,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             resumed_from: checkpoint,
             lora,
             cfg,
+            _lock: lock,
         })
     }
 
@@ -720,26 +761,26 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Writes `checkpoint-{step}` atomically: model, optimizer state, trainer state.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
         let dir = self.out.join(format!("checkpoint-{}", self.step));
-        let tmp = fresh_sibling_dir(&dir)?;
-        self.write_model(&tmp)?;
-        let optimizer_params =
-            save_optimizer(&self.optim, self.model(), &tmp.join(OPTIMIZER_FILE))?;
-        let state = TrainerState {
-            step: self.step,
-            total_steps: self.schedule.total,
-            stream: self.stream.position(),
-            epoch: self.stream.epoch_progress(),
-            base_model: self.model_dir.display().to_string(),
-            config: self.cfg.clone(),
-            optimizer_params,
-        };
-        let path = tmp.join(STATE_FILE);
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&state).expect("json") + "\n",
-        )
-        .map_err(io_err(&path))?;
-        replace_dir(&tmp, &dir)?;
+        write_dir_atomic(&dir, |tmp| {
+            self.write_model(tmp)?;
+            let optimizer_params =
+                save_optimizer(&self.optim, self.model(), &tmp.join(OPTIMIZER_FILE))?;
+            let state = TrainerState {
+                step: self.step,
+                total_steps: self.schedule.total,
+                stream: self.stream.position(),
+                epoch: self.stream.epoch_progress(),
+                base_model: self.model_dir.display().to_string(),
+                config: self.cfg.clone(),
+                optimizer_params,
+            };
+            let path = tmp.join(STATE_FILE);
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&state).expect("json") + "\n",
+            )
+            .map_err(io_err(&path))
+        })?;
         self.last_saved = Some(self.step);
         self.last_saved_here = true;
         Ok(dir)
@@ -748,10 +789,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Writes the model alone to `dir`, atomically (a peft adapter dir, or a transformers model
     /// dir with the base model's tokenizer files).
     pub fn save_model(&self, dir: &Path) -> Result<(), TrainError> {
-        let tmp = fresh_sibling_dir(dir)?;
-        self.write_model(&tmp)?;
-        replace_dir(&tmp, dir)?;
-        Ok(())
+        write_dir_atomic(dir, |tmp| self.write_model(tmp))
     }
 
     fn append_metrics(&self, row: &serde_json::Value) -> Result<(), TrainError> {
@@ -768,7 +806,6 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Trains to the end: logs, evaluates, checkpoints, and writes `OUT/final`.
     pub fn run(&mut self, show_progress: bool) -> Result<RunSummary, TrainError> {
-        std::fs::create_dir_all(&self.out).map_err(io_err(&self.out))?;
         if self.resumed_from.is_some() {
             self.trim_metrics()?;
         }

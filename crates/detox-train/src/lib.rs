@@ -9,6 +9,7 @@ pub mod data;
 pub mod finetune;
 pub mod loss;
 pub mod optim;
+pub mod runlock;
 pub mod runlog;
 pub mod schedule;
 
@@ -18,7 +19,7 @@ pub use data::{
     DEFAULT_TEMPLATE,
 };
 pub use finetune::{
-    Duration, FinetuneConfig, Mode, Resume, RunSummary, StepStats, TrainError, Trainer,
+    Duration, FinetuneConfig, Mode, Resume, RunSummary, Start, StepStats, TrainError, Trainer,
 };
 pub use loss::{seq2seq_cross_entropy, shift_right, token_nll, IGNORE_INDEX};
 pub use schedule::LinearSchedule;

@@ -52,11 +52,15 @@ pub fn trim_jsonl_to_step(path: &Path, step: usize) -> std::io::Result<()> {
     write_atomic(path, kept.as_bytes())
 }
 
-/// Writes `bytes` to a temporary sibling of `path`, then renames it over `path`.
+/// Writes `bytes` to a temporary sibling of `path`, then renames it over `path`; a failed write
+/// removes the temporary file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = detox_hub::adapter::sibling(path, "tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -1,0 +1,401 @@
+//! Crash safety and bad input (issue 10): every bad setting is one `error:` line and a non-zero
+//! exit before anything is written; one writer per run directory; what a killed writer leaves
+//! is cleared at the next start; an occupied run directory needs `--resume` or `--overwrite`;
+//! absurd config sizes and damaged optimizer state are named. All on the tiny fixtures and
+//! synthetic dialogues (no ../shared needed).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{detox, fixtures, ok, synthetic_data};
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("detox-cli-safety-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The stderr of a run that must fail with one `error:` line and no panic.
+fn one_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "expected a failure");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one error line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+fn finetune_args(train: &Path, out: &Path) -> Vec<String> {
+    let model = s(&fixtures().join("t5-tiny"));
+    [
+        "finetune",
+        "--model",
+        &model,
+        "--mode",
+        "lora",
+        "--lora-r",
+        "4",
+        "--train",
+        &s(train),
+        "--out",
+        &s(out),
+        "--batch-size",
+        "2",
+        "--max-source-len",
+        "64",
+        "--max-target-len",
+        "16",
+        "--log-every",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn ppo_args(data: &Path, out: &Path) -> Vec<String> {
+    let (model, reward) = (
+        s(&fixtures().join("t5-tiny")),
+        s(&fixtures().join("roberta-tiny")),
+    );
+    [
+        "ppo",
+        "--model",
+        &model,
+        "--reward-model",
+        &reward,
+        "--dataset",
+        &s(data),
+        "--out",
+        &s(out),
+        "--batch-size",
+        "4",
+        "--mini-batch-size",
+        "2",
+        "--response-length",
+        "4..8",
+        "--toxicity-samples",
+        "1",
+        "--compare-samples",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Runs `args` with `extra` flags (each `--flag value` replacing the same flag in `args`).
+fn run(args: &[String], extra: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    for pair in extra.chunks(2) {
+        match all.iter().position(|a| *a == pair[0]) {
+            Some(i) if pair.len() == 2 => all[i + 1] = pair[1],
+            _ => all.extend(pair),
+        }
+    }
+    detox(&all)
+}
+
+#[test]
+fn ppo_refuses_bad_numbers_before_writing_anything() {
+    let dir = scratch("ppo-numbers");
+    let data = synthetic_data(&dir, 12);
+    let out = dir.join("run");
+    let args = ppo_args(&data, &out);
+    for (flag, value, named) in [
+        ("--batch-size", "0", "--batch-size"),
+        ("--mini-batch-size", "0", "--mini-batch-size"),
+        ("--ppo-epochs", "0", "--ppo-epochs"),
+        ("--max-steps", "0", "--max-steps"),
+        ("--save-every", "0", "--save-every"),
+        ("--learning-rate", "nan", "--learning-rate"),
+        ("--learning-rate", "inf", "--learning-rate"),
+        ("--learning-rate", "0", "--learning-rate"),
+        ("--response-length", "0..5", "response_length"),
+    ] {
+        let err = one_error(&run(&args, &[flag, value]));
+        assert!(err.contains(named), "{flag} {value}: {err}");
+        assert!(!out.exists(), "{flag} {value}: nothing written");
+    }
+    for (toml, named) in [
+        (
+            "[ppo]\ngradient_accumulation_steps = 0\n",
+            "gradient_accumulation_steps",
+        ),
+        ("[ppo]\ngamma = 2.0\n", "ppo.gamma"),
+        ("[ppo]\ncliprange = nan\n", "ppo.cliprange"),
+        ("[toxicity]\nbatch_size = 0\n", "toxicity.batch_size"),
+    ] {
+        let cfg = dir.join("cfg.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let err = one_error(&run(&args, &["--config", &s(&cfg)]));
+        assert!(err.contains(named), "{toml}: {err}");
+        assert!(!out.exists(), "{toml}: nothing written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn finetune_refuses_bad_numbers_before_writing_anything() {
+    let dir = scratch("ft-numbers");
+    let data = synthetic_data(&dir, 4);
+    let out = dir.join("run");
+    let args = finetune_args(&data, &out);
+    for (flag, value) in [
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--max-steps", "0"),
+        ("--save-every", "0"),
+        ("--max-grad-norm", "nan"),
+        ("--lora-alpha", "inf"),
+        ("--max-source-len", "0"),
+    ] {
+        let err = one_error(&run(&args, &[flag, value]));
+        let named = flag.trim_start_matches('-').replace('-', "_");
+        assert!(
+            err.contains(flag) || err.contains(&named),
+            "{flag} {value}: {err}"
+        );
+        assert!(!out.exists(), "{flag} {value}: nothing written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `what` every few milliseconds until it holds or `limit` passes; whether it held.
+fn wait_for(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if what() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tmp-") || n.contains(".old-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_detox"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn one_writer_per_run_directory_and_a_killed_writer_leaves_nothing_half_written() {
+    let dir = scratch("lock");
+    let data = synthetic_data(&dir, 8);
+    let out = dir.join("run");
+    let mut args = finetune_args(&data, &out);
+    args.extend(["--max-steps", "1000000", "--save-every", "1"].map(String::from));
+    let mut writer = spawn(&args);
+    let pid = writer.id().to_string();
+    let lock = out.join(".detox.lock");
+    let locked = wait_for(Duration::from_secs(120), || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == pid)
+    });
+    assert!(locked, "the writer never took the lock");
+
+    // A second finetune or ppo on the same directory fails at start, naming it and the holder.
+    let ppo_dir = dir.join("ppo-data");
+    std::fs::create_dir_all(&ppo_dir).unwrap();
+    let ppo = ppo_args(&synthetic_data(&ppo_dir, 12), &out);
+    for second in [run(&args, &["--resume"]), run(&ppo, &["--resume"])] {
+        let err = one_error(&second);
+        assert!(
+            err.contains(&s(&out)) && err.contains(&format!("pid {pid}")),
+            "{err}"
+        );
+    }
+
+    // Kill the writer once it has a checkpoint, if possible while it saves (a temporary
+    // checkpoint directory exists).
+    let first = out.join("checkpoint-1/trainer_state.json");
+    assert!(wait_for(Duration::from_secs(120), || first.is_file()));
+    wait_for(Duration::from_secs(60), || !temporaries(&out).is_empty());
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("checkpoint-") {
+            assert!(
+                e.path().join("trainer_state.json").is_file(),
+                "{name} is whole"
+            );
+        }
+    }
+    // What a writer killed mid-save leaves (planted too, in case the kill missed every save).
+    std::fs::create_dir_all(out.join(format!(".checkpoint-999.tmp-{pid}"))).unwrap();
+    std::fs::write(out.join(format!(".metrics.jsonl.tmp-{pid}")), b"{").unwrap();
+
+    // The lock died with the writer: the run resumes, and the leftovers are gone.
+    ok(&run(
+        &args[..args.len() - 4],
+        &["--max-steps", "1", "--resume"],
+    ));
+    assert_eq!(temporaries(&out), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_directory_holding_a_run_needs_resume_or_overwrite() {
+    let dir = scratch("occupied");
+    let data = synthetic_data(&dir, 12);
+    // finetune: metrics.jsonl alone marks a run
+    let out = dir.join("ft");
+    std::fs::create_dir_all(out.join("checkpoint-99")).unwrap();
+    std::fs::write(out.join("metrics.jsonl"), "{\"step\": 99}\n").unwrap();
+    let args = finetune_args(&data, &out);
+    let err = one_error(&run(&args, &["--max-steps", "2"]));
+    assert!(
+        err.contains("already holds a run")
+            && err.contains("metrics.jsonl")
+            && err.contains("--resume")
+            && err.contains("--overwrite"),
+        "{err}"
+    );
+    ok(&run(&args, &["--max-steps", "2", "--overwrite"]));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "a clean run: {metrics}");
+    assert!(!out.join("checkpoint-99").exists());
+    assert!(out.join("checkpoint-2/trainer_state.json").is_file());
+
+    // ppo: the same refusal, and --overwrite starts it clean
+    let out = dir.join("ppo");
+    std::fs::create_dir_all(out.join("initial")).unwrap();
+    std::fs::write(out.join("stats.jsonl"), "{\"step\": 7}\n").unwrap();
+    let args = ppo_args(&data, &out);
+    let err = one_error(&run(&args, &["--max-steps", "1"]));
+    assert!(
+        err.contains("already holds a run") && err.contains("--overwrite"),
+        "{err}"
+    );
+    ok(&run(&args, &["--max-steps", "1", "--overwrite"]));
+    let stats = std::fs::read_to_string(out.join("stats.jsonl")).unwrap();
+    assert_eq!(stats.lines().count(), 1, "{stats}");
+    assert!(out
+        .join("checkpoints/checkpoint-1/ppo_state.json")
+        .is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_truncated_optimizer_state_is_named_on_resume() {
+    let dir = scratch("optim");
+    let data = synthetic_data(&dir, 4);
+    let out = dir.join("run");
+    let args = finetune_args(&data, &out);
+    ok(&run(&args, &["--max-steps", "2", "--save-every", "1"]));
+    let file = out.join("checkpoint-2/optimizer.mpk");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let err = one_error(&run(&args, &["--max-steps", "3", "--resume"]));
+    assert!(
+        err.contains(&s(&file))
+            && err.contains("truncated or corrupt")
+            && err.contains("previous checkpoint"),
+        "{err}"
+    );
+    assert!(!err.contains("record-backward-compat"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A copy of a fixture model whose config.json sets `field` to `value`.
+fn with_config(dir: &Path, fixture: &str, field: &str, value: u64) -> PathBuf {
+    let to = dir.join(format!("{fixture}-{field}"));
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(fixtures().join(fixture))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    let p = to.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v[field] = serde_json::json!(value);
+    std::fs::write(&p, v.to_string()).unwrap();
+    to
+}
+
+#[test]
+fn absurd_config_sizes_are_refused_before_allocating() {
+    let dir = scratch("sizes");
+    for (fixture, field, value, cmd) in [
+        ("t5-tiny", "num_layers", 1_000_000_000, "summarize"),
+        ("t5-tiny", "d_model", 100_000_000, "summarize"),
+        ("t5-tiny", "vocab_size", 1_000_000_000, "inspect"),
+        ("roberta-tiny", "num_hidden_layers", 1_000_000_000, "score"),
+        ("roberta-tiny", "hidden_size", 100_000_000, "inspect"),
+    ] {
+        let model = s(&with_config(&dir, fixture, field, value));
+        let mut args = vec![cmd, "--model", &model];
+        match cmd {
+            "summarize" => args.extend(["--dialogue", "#Person1#: Hi."]),
+            "score" => args.extend(["--text", "hello"]),
+            _ => {}
+        }
+        let err = one_error(&detox(&args));
+        assert!(
+            err.contains("config.json") && err.contains(&format!("`{field}` is {value}")),
+            "{fixture} {field}: {err}"
+        );
+        assert!(!err.contains("memory allocation"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn summarize_refuses_a_zero_max_source_length() {
+    let model = s(&fixtures().join("t5-tiny"));
+    let err = one_error(&detox(&[
+        "summarize",
+        "--model",
+        &model,
+        "--dialogue",
+        "#Person1#: Hi.",
+        "--max-source-length",
+        "0",
+    ]));
+    assert!(err.contains("--max-source-length"), "{err}");
+}
+
+#[test]
+fn a_missing_path_under_a_local_directory_is_not_taken_as_a_hub_id() {
+    let dir = scratch("local");
+    std::fs::create_dir_all(dir.join("m")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_detox"))
+        .args(["inspect", "--model", "m/does-not-exist"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = one_error(&out);
+    assert!(
+        err.contains("m/does-not-exist") && err.contains("no such model directory"),
+        "{err}"
+    );
+    assert!(!err.contains("download"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
