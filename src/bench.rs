@@ -154,6 +154,7 @@ fn sft_step<B: AutodiffBackend>(
     c.validate().map_err(anyhow::Error::msg)?;
     B::seed(device, 0);
     let mut model = T5ForConditionalGeneration::<B>::new(&c, device);
+    model.use_out_in_layout(); // as the loaders store weights
     if lora {
         model = model.no_grad();
         model
@@ -199,7 +200,8 @@ fn inference<B: Backend>(a: &BenchArgs, device: &B::Device) -> Result<Vec<BenchR
     if a.what.iter().any(|w| w.starts_with("t5")) {
         let c: T5Config = read_or(&a.t5_config, FLAN_T5_BASE)?;
         c.validate().map_err(anyhow::Error::msg)?;
-        let model = T5ForConditionalGeneration::<B>::new(&c, &device);
+        let mut model = T5ForConditionalGeneration::<B>::new(&c, &device);
+        model.use_out_in_layout(); // as the loaders store weights
         for &batch in &a.batch {
             let ids = random_ids::<B>(&mut rng, batch, a.prompt_len, 3, 32000, &device);
             let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], &device);
@@ -250,7 +252,8 @@ fn inference<B: Backend>(a: &BenchArgs, device: &B::Device) -> Result<Vec<BenchR
     if wants("roberta") {
         let c: RobertaConfig = read_or(&a.roberta_config, ROBERTA_BASE)?;
         c.validate().map_err(anyhow::Error::msg)?;
-        let model = RobertaForSequenceClassification::<B>::new(&c, &device);
+        let mut model = RobertaForSequenceClassification::<B>::new(&c, &device);
+        model.use_out_in_layout(); // as the loaders store weights
         let (b, l) = (a.roberta_batch, a.roberta_len);
         let ids = random_ids::<B>(&mut rng, b, l, 3, 50000, &device);
         let mask = Tensor::<B, 2, Int>::ones([b, l], &device);

@@ -80,6 +80,7 @@ impl AutodiffJob for PpoBench {
         c.validate().map_err(anyhow::Error::msg)?;
         B::seed(&device, 0);
         let mut t5 = T5ForConditionalGeneration::<B>::new(&c, &device).no_grad();
+        t5.use_out_in_layout(); // as the loaders store weights
         let mut lora = LoraConfig::lab();
         lora.lora_dropout = 0.0; // trl's PPO forward passes run in eval mode
         t5.add_lora(&lora, &device).map_err(anyhow::Error::msg)?;
@@ -142,7 +143,8 @@ impl AutodiffJob for PpoBench {
 
         if a.iteration {
             let rc: RobertaConfig = serde_json::from_str(ROBERTA_BASE).expect("built-in config");
-            let reward = RobertaForSequenceClassification::<B::InnerBackend>::new(&rc, &device);
+            let mut reward = RobertaForSequenceClassification::<B::InnerBackend>::new(&rc, &device);
+            reward.use_out_in_layout(); // as the loaders store weights
             let gen = GenerationSettings::default();
             let mut lrng = rand::rngs::StdRng::seed_from_u64(5);
             let limits = sample_lengths(bs, gen.response_length, &mut lrng);

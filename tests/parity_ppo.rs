@@ -390,9 +390,8 @@ fn the_reference_is_the_base_model_and_shares_its_weights() {
     let rows: Vec<usize> = (0..batch.batch).collect();
     let mut got = Vec::new();
     for part in rows.chunks(chunk) {
-        let out =
-            detox_ppo::trainer::reference_forward(trainer.reference(), &batch, part, &device)
-                .unwrap();
+        let out = detox_ppo::trainer::reference_forward(trainer.reference(), &batch, part, &device)
+            .unwrap();
         got.extend(detox_rl::to_vec_f32(out.logprobs));
     }
     let mut tol = Tol {

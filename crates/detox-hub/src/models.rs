@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::prelude::*;
 use detox_models::{
-    RobertaConfig, RobertaForSequenceClassification, T5Config, T5ForConditionalGeneration,
+    LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
+    T5ForConditionalGeneration,
 };
 use serde::de::DeserializeOwned;
 
@@ -111,6 +112,7 @@ pub fn load_t5_with<B: Backend>(
     config.validate().map_err(|m| config_error(dir, m))?;
     let mut model = T5ForConditionalGeneration::new(&config, device);
     load_into(&mut model, &files, &t5_name_map(&config))?;
+    model.use_out_in_layout();
     Ok(model)
 }
 
@@ -122,6 +124,7 @@ pub fn load_roberta<B: Backend>(
     let (config, files) = checked_roberta_config(dir)?;
     let mut model = RobertaForSequenceClassification::new(&config, device);
     load_into(&mut model, &files, &roberta_name_map())?;
+    model.use_out_in_layout();
     Ok(model)
 }
 

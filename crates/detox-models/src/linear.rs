@@ -8,6 +8,7 @@
 //! the cores; the backward pass becomes one `x^T · grad` GEMM instead of a batch of them and a sum.
 //! The result is the same product (every output element is the same dot product over `in`).
 
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
 
@@ -28,6 +29,21 @@ pub fn linear_flat<B: Backend, const D: usize>(
     y.reshape(out)
 }
 
+/// The same `[in, out]` weight, stored as PyTorch stores it: `[out, in]` row-major data seen
+/// through a transposed view (no values change; the parameter keeps its id and trainability).
+///
+/// Why: with `[in, out]` row-major data, every output column of a product with few rows — one
+/// decoding step, 1 to 16 rows — is read as `in` scattered floats, one per cache line (gemm does
+/// not pack the weight for so few rows). In `[out, in]` order each column is contiguous: the
+/// weight streams from memory once, as in `torch.nn.Linear`. Large products pack the weight
+/// either way. An optimizer step writes a new tensor in the backend's default layout.
+pub fn out_in_layout<B: Backend>(weight: Param<Tensor<B, 2>>) -> Param<Tensor<B, 2>> {
+    let w = weight.val();
+    let device = w.device();
+    let out_in = Tensor::<B, 2>::from_data(w.transpose().into_data(), &device);
+    Param::initialized(weight.id, out_in.transpose()).set_require_grad(weight.is_require_grad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +61,21 @@ mod tests {
         assert_eq!(got.dims(), [3, 5, 4]);
         got.into_data()
             .assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+    }
+
+    #[test]
+    fn out_in_layout_keeps_values_and_products() {
+        let device = Default::default();
+        let w = Tensor::<B, 2>::random([7, 4], burn::tensor::Distribution::Default, &device);
+        let x = Tensor::<B, 2>::random([3, 7], burn::tensor::Distribution::Default, &device);
+        let p = out_in_layout(Param::from_tensor(w.clone()));
+        assert_eq!(p.val().dims(), [7, 4]);
+        assert_eq!(p.val().into_data(), w.clone().into_data());
+        linear_flat(x.clone(), p.val(), None)
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &x.matmul(w).into_data(),
+                burn::tensor::Tolerance::absolute(1e-6),
+            );
     }
 }

@@ -311,6 +311,14 @@ pub trait LoraTarget<B: Backend> {
         Ok(names)
     }
 
+    /// Stores every adaptable layer's weight in PyTorch's `[out, in]` order
+    /// ([`crate::linear::out_in_layout`]): the fast layout for decoding on the CPU.
+    fn use_out_in_layout(&mut self) {
+        for (_, layer) in self.lora_linears() {
+            layer.weight = crate::linear::out_in_layout(layer.weight.clone());
+        }
+    }
+
     /// Parameters in the adapters (what LoRA training updates).
     fn lora_param_count(&mut self) -> usize {
         self.lora_linears()

@@ -35,11 +35,7 @@ impl<B: Backend> T5LayerNorm<B> {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
-        // a division, not `* sqrt().recip()`: burn's SIMD `recip` is the CPU's approximate
-        // reciprocal (12 bits on AVX2, 14 on AVX-512), off by up to 4e-4 relative
-        let x = x / (variance + self.eps).sqrt();
-        x * self.weight.val().unsqueeze::<D>()
+        crate::kernels::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -195,8 +191,10 @@ impl<B: Backend> T5Attention<B> {
         v: Tensor<B, 4>,
         bias: Tensor<B, 4>,
     ) -> Tensor<B, 3> {
-        let scores = q.matmul(k.swap_dims(2, 3)) + bias;
-        let weights = self.dropout.forward(activation::softmax(scores, 3));
+        let scores = q.matmul(k.swap_dims(2, 3));
+        let weights = self
+            .dropout
+            .forward(crate::kernels::softmax_with_bias(scores, bias));
         let ctx = weights.matmul(v); // [b, h, q, d_kv]
         let [b, h, l, d] = ctx.dims();
         self.o.forward(ctx.swap_dims(1, 2).reshape([b, l, h * d]))
@@ -291,8 +289,8 @@ pub struct T5DenseActDense<B: Backend> {
 fn apply_act<B: Backend, const D: usize>(act: T5Activation, x: Tensor<B, D>) -> Tensor<B, D> {
     match act {
         T5Activation::Relu => activation::relu(x),
-        T5Activation::Gelu => activation::gelu(x),
-        T5Activation::GeluNew => activation::gelu_approximate(x),
+        T5Activation::Gelu => crate::kernels::gelu(x),
+        T5Activation::GeluNew => crate::kernels::gelu_new_mul(x, None),
         T5Activation::Silu => activation::silu(x),
     }
 }
@@ -313,6 +311,10 @@ impl<B: Backend> T5DenseActDense<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = match (&self.wi, &self.wi_0, &self.wi_1) {
             (Some(wi), _, _) => apply_act(self.act, wi.forward(x)),
+            (None, Some(wi_0), Some(wi_1)) if self.act == T5Activation::GeluNew => {
+                // FLAN-T5's gated-gelu: activation and product in one pass
+                crate::kernels::gelu_new_mul(wi_0.forward(x.clone()), Some(wi_1.forward(x)))
+            }
             (None, Some(wi_0), Some(wi_1)) => {
                 apply_act(self.act, wi_0.forward(x.clone())) * wi_1.forward(x)
             }
@@ -660,6 +662,15 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     ) -> Tensor<B, 3> {
         let enc = self.encode(input_ids, attention_mask);
         self.lm_logits(self.decode(decoder_input_ids, &enc, None, None))
+    }
+
+    /// Every linear weight, the LM head included, in PyTorch's `[out, in]` order
+    /// ([`crate::linear::out_in_layout`]); the loaders call it.
+    pub fn use_out_in_layout(&mut self) {
+        LoraTarget::use_out_in_layout(self);
+        if let Some(head) = self.lm_head.as_mut() {
+            head.weight = crate::linear::out_in_layout(head.weight.clone());
+        }
     }
 
     /// A fresh decoding cache for up to `max_len` decoder positions.

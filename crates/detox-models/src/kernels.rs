@@ -1,0 +1,316 @@
+//! Fused CPU kernels for burn-flex, the backend behind `--device cpu`, with burn's generic ops as
+//! the fallback on every other backend (ndarray, wgpu, cuda) and under autodiff (training).
+//!
+//! Why: burn-flex runs each elementwise op as its own single-threaded pass, and burn composes
+//! `gelu_approximate` from eight of them (a scalar `powf` and `tanh` among them). T5's gated-GELU
+//! feed-forward and its RMS layer norm are then a large share of an inference pass that should
+//! be GEMM-bound, on one of the cores. Each kernel here is one pass over the data, split over the
+//! cores with rayon, and computes what the generic composition computes (the same formulas in
+//! f32; RMS statistics accumulated in f64).
+//!
+//! How: the tensor's primitive is checked at run time for burn-flex's `FlexTensor` (f32); any
+//! other primitive — another backend, an autodiff tensor, another dtype — takes the generic path,
+//! so the models stay generic over `B: Backend` and training keeps burn's backward passes.
+
+use std::any::Any;
+
+use burn::prelude::*;
+use burn::tensor::activation;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// Elements per parallel task of the elementwise kernels.
+const CHUNK: usize = 1 << 14;
+/// Below this many elements a kernel runs on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// The f32 contiguous data of `t` if it is a burn-flex tensor, else `t` back.
+fn flex_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    let prim: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+    match prim.downcast::<FlexTensor>() {
+        Ok(f) if f.dtype() == DType::F32 => Ok(if f.is_contiguous() {
+            *f
+        } else {
+            f.to_contiguous()
+        }),
+        Ok(f) => Err(from_flex(*f)),
+        Err(other) => Err(Tensor::from_primitive(TensorPrimitive::Float(
+            *other
+                .downcast::<B::FloatTensorPrimitive>()
+                .expect("the primitive came from this backend"),
+        ))),
+    }
+}
+
+/// A burn-flex tensor as a tensor of `B` (only called where `B` is burn-flex).
+fn from_flex<B: Backend, const D: usize>(f: FlexTensor) -> Tensor<B, D> {
+    let prim: Box<dyn Any> = Box::new(f);
+    Tensor::from_primitive(TensorPrimitive::Float(
+        *prim
+            .downcast::<B::FloatTensorPrimitive>()
+            .expect("only burn-flex tensors are built here"),
+    ))
+}
+
+fn data(f: &FlexTensor) -> &[f32] {
+    let (start, end) = f
+        .layout()
+        .contiguous_offsets()
+        .expect("made contiguous by flex_f32");
+    &f.storage::<f32>()[start..end]
+}
+
+fn new_flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+}
+
+/// `out[i] = f(a[i], b[i])` over equal-length slices, in parallel chunks.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    let run = |(o, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
+        for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    };
+    if a.len() < PARALLEL_MIN {
+        run((&mut out, (a, b)));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(run);
+    }
+    out
+}
+
+/// transformers' `NewGELUActivation` (`gelu_new`, tanh approximation) of one value, as torch
+/// computes it: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+#[inline]
+pub fn gelu_new_f32(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))).tanh())
+}
+
+/// `gelu_new(a) * b` (T5's gated feed-forward, `wi_0` and `wi_1`), or `gelu_new(a)` without `b`.
+pub fn gelu_new_mul<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Option<Tensor<B, D>>,
+) -> Tensor<B, D> {
+    let shape = a.dims();
+    let fa = match flex_f32(a) {
+        Ok(f) => f,
+        Err(a) => {
+            let g = activation::gelu_approximate(a);
+            return match b {
+                Some(b) => g * b,
+                None => g,
+            };
+        }
+    };
+    let out = match b.map(flex_f32) {
+        None => zip_map(data(&fa), data(&fa), |x, _| gelu_new_f32(x)),
+        Some(Ok(fb)) if fb.layout().shape().to_vec() == shape.to_vec() => {
+            zip_map(data(&fa), data(&fb), |x, y| gelu_new_f32(x) * y)
+        }
+        Some(Ok(fb)) => return gelu_new_mul(from_flex::<B, D>(fa), None) * from_flex(fb),
+        Some(Err(b)) => return gelu_new_mul(from_flex::<B, D>(fa), None) * b,
+    };
+    from_flex(new_flex(out, &shape))
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (burn-flex's own `erf`), in parallel.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let shape = x.dims();
+    match flex_f32(x) {
+        Ok(f) => {
+            let out = zip_map(data(&f), data(&f), |x, _| {
+                0.5 * x
+                    * (1.0 + burn_flex::ops::unary::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+            });
+            from_flex(new_flex(out, &shape))
+        }
+        Err(x) => activation::gelu(x),
+    }
+}
+
+/// T5's layer norm over the last dimension: `x / sqrt(mean(x^2) + eps) * weight`
+/// (transformers' `T5LayerNorm`: no mean subtraction, no bias).
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let shape = x.dims();
+    let generic = |x: Tensor<B, D>, weight: Tensor<B, 1>| {
+        let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
+        // a division, not `* sqrt().recip()`: burn's SIMD `recip` (ndarray's) is the CPU's
+        // approximate reciprocal, off by up to 4e-4 relative on AVX2
+        (x / (variance + eps).sqrt()) * weight.unsqueeze::<D>()
+    };
+    let fx = match flex_f32(x) {
+        Ok(f) => f,
+        Err(x) => return generic(x, weight),
+    };
+    let fw = match flex_f32(weight) {
+        Ok(f) => f,
+        Err(w) => return generic(from_flex(fx), w),
+    };
+    let (x, w) = (data(&fx), data(&fw));
+    let d = shape[D - 1];
+    let mut out = vec![0.0f32; x.len()];
+    let norm_row = |(o, row): (&mut [f32], &[f32])| {
+        let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let denom = ((ss / d as f64) as f32 + eps as f32).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(row).zip(w) {
+            *o = v / denom * g;
+        }
+    };
+    if x.len() < PARALLEL_MIN {
+        out.chunks_mut(d).zip(x.chunks(d)).for_each(norm_row);
+    } else {
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(norm_row);
+    }
+    from_flex(new_flex(out, &shape))
+}
+
+/// `softmax(scores + bias)` over the last dimension: attention weights from raw scores and an
+/// additive bias (position bias and/or masks) that broadcasts over `scores`' leading dimensions
+/// (any of batch, heads, queries may be 1 in `bias`; the key dimension may not).
+pub fn softmax_with_bias<B: Backend>(scores: Tensor<B, 4>, bias: Tensor<B, 4>) -> Tensor<B, 4> {
+    let shape = scores.dims();
+    let bshape = bias.dims();
+    let generic = |s: Tensor<B, 4>, b: Tensor<B, 4>| activation::softmax(s + b, 3);
+    let broadcastable =
+        bshape[3] == shape[3] && (0..3).all(|i| bshape[i] == shape[i] || bshape[i] == 1);
+    if !broadcastable {
+        return generic(scores, bias);
+    }
+    let fs = match flex_f32(scores) {
+        Ok(f) => f,
+        Err(s) => return generic(s, bias),
+    };
+    let fb = match flex_f32(bias) {
+        Ok(f) => f,
+        Err(b) => return generic(from_flex(fs), b),
+    };
+    let (s, b) = (data(&fs), data(&fb));
+    let k = shape[3];
+    // element strides of the bias rows, 0 along broadcast dimensions
+    let st = |i: usize, inner: usize| if bshape[i] == 1 { 0 } else { inner };
+    let (sq, sh) = (st(2, k), st(1, bshape[2] * k));
+    let sb = st(0, bshape[1] * bshape[2] * k);
+    let (nq, nh) = (shape[2], shape[1]);
+    let mut out = vec![0.0f32; s.len()];
+    let row = |(r, (o, srow)): (usize, (&mut [f32], &[f32]))| {
+        let (qi, hi, bi) = (r % nq, (r / nq) % nh, r / (nq * nh));
+        let off = bi * sb + hi * sh + qi * sq;
+        let brow = &b[off..off + k];
+        let mut max = f32::NEG_INFINITY;
+        for (o, (&x, &y)) in o.iter_mut().zip(srow.iter().zip(brow)) {
+            *o = x + y;
+            max = max.max(*o);
+        }
+        let mut sum = 0.0f32;
+        for o in o.iter_mut() {
+            *o = (*o - max).exp();
+            sum += *o;
+        }
+        for o in o.iter_mut() {
+            *o /= sum;
+        }
+    };
+    if s.len() < PARALLEL_MIN {
+        out.chunks_mut(k).zip(s.chunks(k)).enumerate().for_each(row);
+    } else {
+        out.par_chunks_mut(k)
+            .zip(s.par_chunks(k))
+            .enumerate()
+            .for_each(row);
+    }
+    from_flex(new_flex(out, &shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type F = burn::backend::Flex;
+    type N = burn::backend::NdArray<f32>;
+
+    fn pair<const D: usize>(shape: [usize; D], seed: u64) -> (Tensor<F, D>, Tensor<N, D>) {
+        F::seed(&Default::default(), seed);
+        let f =
+            Tensor::<F, D>::random(shape, Distribution::Uniform(-4.0, 4.0), &Default::default());
+        let n = Tensor::from_data(f.to_data(), &Default::default());
+        (f, n)
+    }
+
+    fn close<const D: usize>(fast: Tensor<F, D>, generic: Tensor<N, D>, tol: f32) {
+        fast.into_data()
+            .assert_approx_eq::<f32>(&generic.into_data(), Tolerance::absolute(tol));
+    }
+
+    // sizes above and below PARALLEL_MIN, so both code paths run
+    const SHAPES: [[usize; 3]; 2] = [[2, 3, 8], [4, 33, 512]];
+
+    #[test]
+    fn fused_gated_gelu_new_equals_burns_composition() {
+        for (i, s) in SHAPES.into_iter().enumerate() {
+            let (a, a_n) = pair(s, i as u64);
+            let (b, b_n) = pair(s, 10 + i as u64);
+            let want = activation::gelu_approximate(a_n.clone()) * b_n;
+            close(gelu_new_mul(a.clone(), Some(b)), want, 1e-5);
+            close(
+                gelu_new_mul(a, None),
+                activation::gelu_approximate(a_n),
+                1e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn fused_exact_gelu_equals_burns() {
+        for (i, s) in SHAPES.into_iter().enumerate() {
+            let (x, x_n) = pair(s, 20 + i as u64);
+            close(gelu(x), activation::gelu(x_n), 1e-6);
+        }
+    }
+
+    #[test]
+    fn fused_rms_norm_equals_the_composition() {
+        for (i, s) in SHAPES.into_iter().enumerate() {
+            let (x, x_n) = pair(s, 30 + i as u64);
+            let (w, w_n) = pair([s[2]], 40 + i as u64);
+            close(rms_norm(x, w, 1e-6), rms_norm(x_n, w_n, 1e-6), 1e-5);
+        }
+    }
+
+    #[test]
+    fn other_backends_and_transposed_inputs_take_the_generic_path() {
+        let (x, x_n) = pair([3, 4, 16], 50);
+        // a non-contiguous flex input is made contiguous first
+        let xt = x.swap_dims(0, 1);
+        let want = activation::gelu_approximate(x_n.swap_dims(0, 1));
+        close(gelu_new_mul(xt, None), want, 1e-6);
+    }
+    #[test]
+    fn fused_softmax_with_a_broadcast_bias_equals_add_then_softmax() {
+        for (i, (s, bs)) in [
+            ([2, 3, 5, 7], [2, 1, 1, 7]),
+            ([2, 3, 5, 7], [1, 3, 5, 7]),
+            ([4, 12, 40, 64], [4, 12, 40, 64]),
+            ([4, 12, 1, 64], [4, 1, 1, 64]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (x, x_n) = pair(s, 60 + i as u64);
+            let (b, b_n) = pair(bs, 70 + i as u64);
+            let want = activation::softmax(x_n + b_n, 3);
+            close(softmax_with_bias(x, b), want, 1e-6);
+        }
+    }
+}
