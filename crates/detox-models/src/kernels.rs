@@ -53,6 +53,20 @@ fn from_flex<B: Backend, const D: usize>(f: FlexTensor) -> Tensor<B, D> {
     ))
 }
 
+/// Both tensors as burn-flex f32 data, or both back as they came.
+#[allow(clippy::type_complexity)]
+fn flex_pair<B: Backend, const D: usize, const E: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, E>,
+) -> Result<(FlexTensor, FlexTensor), (Tensor<B, D>, Tensor<B, E>)> {
+    match (flex_f32(a), flex_f32(b)) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Ok(a), Err(b)) => Err((from_flex(a), b)),
+        (Err(a), Ok(b)) => Err((a, from_flex(b))),
+        (Err(a), Err(b)) => Err((a, b)),
+    }
+}
+
 fn data(f: &FlexTensor) -> &[f32] {
     let (start, end) = f
         .layout()
@@ -147,13 +161,9 @@ pub fn rms_norm<B: Backend, const D: usize>(
         // approximate reciprocal, off by up to 4e-4 relative on AVX2
         (x / (variance + eps).sqrt()) * weight.unsqueeze::<D>()
     };
-    let fx = match flex_f32(x) {
-        Ok(f) => f,
-        Err(x) => return generic(x, weight),
-    };
-    let fw = match flex_f32(weight) {
-        Ok(f) => f,
-        Err(w) => return generic(from_flex(fx), w),
+    let (fx, fw) = match flex_pair(x, weight) {
+        Ok(pair) => pair,
+        Err((x, w)) => return generic(x, w),
     };
     let (x, w) = (data(&fx), data(&fw));
     let d = shape[D - 1];
@@ -187,13 +197,9 @@ pub fn softmax_with_bias<B: Backend>(scores: Tensor<B, 4>, bias: Tensor<B, 4>) -
     if !broadcastable {
         return generic(scores, bias);
     }
-    let fs = match flex_f32(scores) {
-        Ok(f) => f,
-        Err(s) => return generic(s, bias),
-    };
-    let fb = match flex_f32(bias) {
-        Ok(f) => f,
-        Err(b) => return generic(from_flex(fs), b),
+    let (fs, fb) = match flex_pair(scores, bias) {
+        Ok(pair) => pair,
+        Err((s, b)) => return generic(s, b),
     };
     let (s, b) = (data(&fs), data(&fb));
     let k = shape[3];

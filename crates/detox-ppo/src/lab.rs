@@ -901,11 +901,7 @@ impl LabRun {
                 config: self.config.clone(),
             };
             let path = tmp.join(STATE_FILE);
-            std::fs::write(
-                &path,
-                serde_json::to_string_pretty(&state).expect("json") + "\n",
-            )
-            .map_err(io_err(&path))
+            runlog::write_json_pretty(&path, &state).map_err(io_err(&path))
         })?;
         Ok(dir)
     }

@@ -775,11 +775,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 optimizer_params,
             };
             let path = tmp.join(STATE_FILE);
-            std::fs::write(
-                &path,
-                serde_json::to_string_pretty(&state).expect("json") + "\n",
-            )
-            .map_err(io_err(&path))
+            crate::runlog::write_json_pretty(&path, &state).map_err(io_err(&path))
         })?;
         self.last_saved = Some(self.step);
         self.last_saved_here = true;
