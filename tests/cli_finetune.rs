@@ -6,24 +6,18 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{detox, fixtures, ok};
+use common::{arg, detox, fixtures, ok};
 
 fn shared() -> Option<PathBuf> {
     common::shared("data/dialogsum/train.jsonl")
 }
 
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("detox-cli-finetune-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
+    common::scratch_path("detox-cli-finetune", tag)
 }
 
 fn summarize(dialogue: &str, adapter: Option<&Path>) -> serde_json::Value {
-    let model = s(&fixtures().join("t5-tiny"));
+    let model = arg(&fixtures().join("t5-tiny"));
     let mut args = vec![
         "summarize",
         "--model",
@@ -36,7 +30,7 @@ fn summarize(dialogue: &str, adapter: Option<&Path>) -> serde_json::Value {
     ];
     let a;
     if let Some(p) = adapter {
-        a = s(p);
+        a = arg(p);
         args.extend(["--adapter", &a]);
     }
     serde_json::from_str(&ok(&detox(&args))).unwrap()
@@ -47,11 +41,11 @@ fn lora_finetune_lowers_the_loss_and_its_adapter_changes_summaries() {
     let Some(shared) = shared() else { return };
     let data = shared.join("data/dialogsum");
     let out = scratch("lora");
-    let model = s(&fixtures().join("t5-tiny"));
+    let model = arg(&fixtures().join("t5-tiny"));
     let (train, eval, out_s) = (
-        s(&data.join("train.jsonl")),
-        s(&data.join("validation.jsonl")),
-        s(&out),
+        arg(&data.join("train.jsonl")),
+        arg(&data.join("validation.jsonl")),
+        arg(&out),
     );
     let common = [
         "finetune",
@@ -132,7 +126,7 @@ fn lora_finetune_lowers_the_loss_and_its_adapter_changes_summaries() {
     again.extend(["--resume", "--json"]);
     let resumed: serde_json::Value = serde_json::from_str(ok(&detox(&again)).trim()).unwrap();
     assert_eq!(resumed["steps"], 14);
-    assert_eq!(resumed["checkpoint"], s(&out.join("checkpoint-14")));
+    assert_eq!(resumed["checkpoint"], arg(&out.join("checkpoint-14")));
     assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -147,7 +141,7 @@ fn finetune_reports_bad_data_with_file_and_line() {
         "{\"dialogue\": \"#Person1#: Hi.\", \"summary\": \"Hello.\"}\n{\"dialogue\": \"#Person1#: Bye.\"}\n",
     )
     .unwrap();
-    let model = s(&fixtures().join("t5-tiny"));
+    let model = arg(&fixtures().join("t5-tiny"));
     let out = detox(&[
         "finetune",
         "--model",
@@ -155,9 +149,9 @@ fn finetune_reports_bad_data_with_file_and_line() {
         "--mode",
         "lora",
         "--train",
-        &s(&file),
+        &arg(&file),
         "--out",
-        &s(&dir.join("out")),
+        &arg(&dir.join("out")),
         "--max-steps",
         "1",
     ]);

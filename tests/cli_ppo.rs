@@ -10,18 +10,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{detox, fixtures, ok};
+use common::{arg, detox, fixtures, ok};
 use serde_json::Value;
 
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("detox-cli-ppo-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
+    common::scratch_dir("detox-cli-ppo", tag)
 }
 
 /// The first 120 DialogSum train rows (about 90 of them pass the lab's length filter).
@@ -38,11 +31,11 @@ fn dialogsum_slice(dir: &Path) -> Option<PathBuf> {
 
 fn ppo(out: &Path, data: &Path, steps: usize, resume: bool) -> Output {
     let (model, reward, config) = (
-        s(&fixtures().join("t5-tiny")),
-        s(&fixtures().join("roberta-tiny")),
-        s(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/lab.toml")),
+        arg(&fixtures().join("t5-tiny")),
+        arg(&fixtures().join("roberta-tiny")),
+        arg(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/lab.toml")),
     );
-    let (out_s, data_s, steps_s) = (s(out), s(data), steps.to_string());
+    let (out_s, data_s, steps_s) = (arg(out), arg(data), steps.to_string());
     let mut args = vec![
         "ppo",
         "--model",
@@ -141,8 +134,8 @@ fn ppo_runs_end_to_end_and_resumes_the_same_run() {
     assert!(a.join("checkpoints/checkpoint-2/optimizer.mpk").is_file());
     assert!(a.join("checkpoints/checkpoint-2/ppo_state.json").is_file());
     // the final adapter is a peft adapter that detox summarize loads
-    let model = s(&fixtures().join("t5-tiny"));
-    let adapter = s(&a.join("checkpoints/final"));
+    let model = arg(&fixtures().join("t5-tiny"));
+    let adapter = arg(&a.join("checkpoints/final"));
     ok(&detox(&[
         "summarize",
         "--model",
@@ -242,8 +235,8 @@ fn a_reward_label_the_classifier_lacks_is_refused_at_start() {
     let cfg = dir.join("cfg.toml");
     std::fs::write(&cfg, "[reward]\nlabel = \"toxic\"\n").unwrap();
     let (model, reward) = (
-        s(&fixtures().join("t5-tiny")),
-        s(&fixtures().join("roberta-tiny")),
+        arg(&fixtures().join("t5-tiny")),
+        arg(&fixtures().join("roberta-tiny")),
     );
     let out = dir.join("run");
     let e = detox(&[
@@ -253,11 +246,11 @@ fn a_reward_label_the_classifier_lacks_is_refused_at_start() {
         "--reward-model",
         &reward,
         "--dataset",
-        &s(&data),
+        &arg(&data),
         "--out",
-        &s(&out),
+        &arg(&out),
         "--config",
-        &s(&cfg),
+        &arg(&cfg),
         "--batch-size",
         "4",
         "--mini-batch-size",
@@ -282,8 +275,8 @@ fn toxicity_prints_mean_and_std_of_the_lab_measure() {
     let dir = scratch("tox");
     let data = common::synthetic_data(&dir, 30);
     let (model, reward) = (
-        s(&fixtures().join("t5-tiny")),
-        s(&fixtures().join("roberta-tiny")),
+        arg(&fixtures().join("t5-tiny")),
+        arg(&fixtures().join("roberta-tiny")),
     );
     let out = ok(&detox(&[
         "toxicity",
@@ -292,7 +285,7 @@ fn toxicity_prints_mean_and_std_of_the_lab_measure() {
         "--reward-model",
         &reward,
         "--dataset",
-        &s(&data),
+        &arg(&data),
         "--samples",
         "4",
         "--json",
@@ -309,7 +302,7 @@ fn toxicity_prints_mean_and_std_of_the_lab_measure() {
         "--reward-model",
         &model,
         "--dataset",
-        &s(&data),
+        &arg(&data),
     ]);
     assert!(!e.status.success());
     let _ = std::fs::remove_dir_all(&dir);

@@ -10,17 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{detox, fixtures, ok, synthetic_data};
+use common::{arg, detox, fixtures, ok, synthetic_data};
 
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("detox-cli-safety-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
+    common::scratch_dir("detox-cli-safety", tag)
 }
 
 /// The stderr of a run that must fail with one `error:` line and no panic.
@@ -38,7 +31,7 @@ fn one_error(out: &Output) -> String {
 }
 
 fn finetune_args(train: &Path, out: &Path) -> Vec<String> {
-    let model = s(&fixtures().join("t5-tiny"));
+    let model = arg(&fixtures().join("t5-tiny"));
     [
         "finetune",
         "--model",
@@ -48,9 +41,9 @@ fn finetune_args(train: &Path, out: &Path) -> Vec<String> {
         "--lora-r",
         "4",
         "--train",
-        &s(train),
+        &arg(train),
         "--out",
-        &s(out),
+        &arg(out),
         "--batch-size",
         "2",
         "--max-source-len",
@@ -66,8 +59,8 @@ fn finetune_args(train: &Path, out: &Path) -> Vec<String> {
 
 fn ppo_args(data: &Path, out: &Path) -> Vec<String> {
     let (model, reward) = (
-        s(&fixtures().join("t5-tiny")),
-        s(&fixtures().join("roberta-tiny")),
+        arg(&fixtures().join("t5-tiny")),
+        arg(&fixtures().join("roberta-tiny")),
     );
     [
         "ppo",
@@ -76,9 +69,9 @@ fn ppo_args(data: &Path, out: &Path) -> Vec<String> {
         "--reward-model",
         &reward,
         "--dataset",
-        &s(data),
+        &arg(data),
         "--out",
-        &s(out),
+        &arg(out),
         "--batch-size",
         "4",
         "--mini-batch-size",
@@ -138,7 +131,7 @@ fn ppo_refuses_bad_numbers_before_writing_anything() {
     ] {
         let cfg = dir.join("cfg.toml");
         std::fs::write(&cfg, toml).unwrap();
-        let err = one_error(&run(&args, &["--config", &s(&cfg)]));
+        let err = one_error(&run(&args, &["--config", &arg(&cfg)]));
         assert!(err.contains(named), "{toml}: {err}");
         assert!(!out.exists(), "{toml}: nothing written");
     }
@@ -225,7 +218,7 @@ fn one_writer_per_run_directory_and_a_killed_writer_leaves_nothing_half_written(
     for second in [run(&args, &["--resume"]), run(&ppo, &["--resume"])] {
         let err = one_error(&second);
         assert!(
-            err.contains(&s(&out)) && err.contains(&format!("pid {pid}")),
+            err.contains(&arg(&out)) && err.contains(&format!("pid {pid}")),
             "{err}"
         );
     }
@@ -313,7 +306,7 @@ fn a_truncated_optimizer_state_is_named_on_resume() {
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let err = one_error(&run(&args, &["--max-steps", "3", "--resume"]));
     assert!(
-        err.contains(&s(&file))
+        err.contains(&arg(&file))
             && err.contains("truncated or corrupt")
             && err.contains("previous checkpoint"),
         "{err}"
@@ -350,7 +343,7 @@ fn absurd_config_sizes_are_refused_before_allocating() {
         ("roberta-tiny", "num_hidden_layers", 1_000_000_000, "score"),
         ("roberta-tiny", "hidden_size", 100_000_000, "inspect"),
     ] {
-        let model = s(&with_config(&dir, fixture, field, value));
+        let model = arg(&with_config(&dir, fixture, field, value));
         let mut args = vec![cmd, "--model", &model];
         match cmd {
             "summarize" => args.extend(["--dialogue", "#Person1#: Hi."]),
@@ -369,7 +362,7 @@ fn absurd_config_sizes_are_refused_before_allocating() {
 
 #[test]
 fn summarize_refuses_a_zero_max_source_length() {
-    let model = s(&fixtures().join("t5-tiny"));
+    let model = arg(&fixtures().join("t5-tiny"));
     let err = one_error(&detox(&[
         "summarize",
         "--model",

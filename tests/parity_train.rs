@@ -24,9 +24,7 @@ use detox_train::{clip_grad_norm, seq2seq_cross_entropy, shift_right, token_nll,
 type Cpu = burn::backend::NdArray<f32>;
 
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("detox-parity-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::scratch_path("detox-parity-train", tag)
 }
 
 /// Every f32 tensor of a safetensors file: name → (shape, values).

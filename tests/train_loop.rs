@@ -22,9 +22,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("detox-train-loop-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::scratch_path("detox-train-loop", tag)
 }
 
 /// Six short dialogue/summary pairs (the SFT fixture's three, and three more).

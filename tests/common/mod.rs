@@ -7,6 +7,26 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 
+/// A path of its own under the temp dir for one test (`{prefix}-{tag}-{pid}`), with whatever an
+/// earlier run left there removed; not created.
+pub fn scratch_path(prefix: &str, tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// [`scratch_path`], created (empty).
+pub fn scratch_dir(prefix: &str, tag: &str) -> PathBuf {
+    let d = scratch_path(prefix, tag);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A path as a command-line argument.
+pub fn arg(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
