@@ -642,13 +642,8 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
             None => {
                 // Tied head: transformers rescales the decoder output by d_model^-0.5 first.
                 let scaled = hidden * (self.config.d_model as f64).powf(-0.5);
-                let w = self.shared.weight.val(); // [vocab, d_model]
-                let [b, l, d] = scaled.dims();
-                scaled.reshape([b * l, d]).matmul(w.transpose()).reshape([
-                    b,
-                    l,
-                    self.config.vocab_size,
-                ])
+                // the embedding table [vocab, d_model] is the `[out, in]` weight of the head
+                linear_flat(scaled, self.shared.weight.val().transpose(), None)
             }
         }
     }
