@@ -193,6 +193,7 @@ impl AutodiffJob for Finetune {
             trainable,
             all
         );
+        detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
         let summary = trainer.run(std::io::stderr().is_terminal())?;
         if args.json {
             let out = serde_json::json!({

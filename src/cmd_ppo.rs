@@ -159,6 +159,7 @@ impl AutodiffJob for Ppo {
             progress: std::io::stderr().is_terminal(),
             config,
         };
+        detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
         let s = run.run::<B>(&device)?;
         let t = &s.toxicity;
         eprintln!(

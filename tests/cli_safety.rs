@@ -392,3 +392,173 @@ fn a_missing_path_under_a_local_directory_is_not_taken_as_a_hub_id() {
     assert!(!err.contains("download"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A small tmpfs, unmounted when dropped (also when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts one at `at`, or says why this user or machine cannot.
+    fn mount(at: &Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(Self(at.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` until `leave` bytes are free (a file written until ENOSPC,
+/// then shortened); returns the filler.
+fn fill_disk(dir: &Path, leave: u64) -> PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![1u8; 1 << 16];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.flush();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(leave)).unwrap();
+    filler
+}
+
+#[test]
+fn a_full_disk_is_named_and_the_previous_checkpoint_stays_resumable() {
+    let dir = scratch("enospc");
+    let data = synthetic_data(&dir, 8);
+    let mnt = dir.join("small-disk");
+    let disk = match Tmpfs::mount(&mnt, "4m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs for the disk-full test ({why})");
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+    };
+    let out = mnt.join("run");
+    let args = finetune_args(&data, &out);
+    ok(&run(&args, &["--max-steps", "1", "--save-every", "1"]));
+    // Room for the metrics row and part of the next checkpoint, not all of it.
+    let filler = fill_disk(&mnt, 60_000);
+    let failed = run(&args, &["--max-steps", "2", "--save-every", "1", "--resume"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let err = stderr.trim().lines().last().unwrap_or_default();
+    let target = arg(&out.join("checkpoint-2"));
+    let earlier = "the last complete one, checkpoint-1, takes";
+    assert!(
+        err.contains("the disk is full") && err.contains(&target) && err.contains(earlier),
+        "{err}"
+    );
+    assert!(err.contains("free") && !err.contains(".tmp-"), "{err}");
+    assert!(!out.join("checkpoint-2").exists());
+    assert_eq!(temporaries(&out), Vec::<String>::new());
+    assert!(out.join("checkpoint-1/trainer_state.json").is_file());
+    // With room again, the intact checkpoint resumes.
+    std::fs::remove_file(&filler).unwrap();
+    ok(&run(&args, &["--max-steps", "2", "--save-every", "1", "--resume"]));
+    assert!(out.join("checkpoint-2/trainer_state.json").is_file());
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `args` in a child, sends it `signal` once `ready` holds (observed from the
+/// filesystem), and returns its output.
+fn signal_when(args: &[String], signal: &str, ready: impl FnMut() -> bool) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_detox"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(300), ready), "never ready");
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    child.wait_with_output().unwrap()
+}
+
+fn lines(file: &Path) -> usize {
+    std::fs::read_to_string(file).map_or(0, |t| t.lines().count())
+}
+
+/// The step an interrupted run reports in its last stderr line (`interrupted after step N`),
+/// checked to exit with 130 and to name a whole checkpoint of that step.
+fn interrupted_at(out: &Output, checkpoint_of: impl Fn(usize) -> PathBuf) -> usize {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default().to_string();
+    let step: usize = last
+        .strip_prefix("error: interrupted after step ")
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    let ck = checkpoint_of(step);
+    assert!(last.contains(&arg(&ck)) && last.contains("--resume"), "{err}");
+    assert!(ck.is_dir(), "{}", ck.display());
+    step
+}
+
+#[test]
+fn sigterm_stops_finetune_after_a_step_with_a_checkpoint_that_resumes() {
+    let dir = scratch("sigterm");
+    let data = synthetic_data(&dir, 8);
+    let out = dir.join("run");
+    let args = finetune_args(&data, &out);
+    let mut long = args.clone();
+    long.extend(["--max-steps", "1000000", "--save-every", "100000"].map(String::from));
+    let metrics = out.join("metrics.jsonl");
+    let stopped = signal_when(&long, "TERM", || lines(&metrics) >= 3);
+    let step = interrupted_at(&stopped, |s| out.join(format!("checkpoint-{s}")));
+    assert!(step >= 3);
+    assert!(out.join(format!("checkpoint-{step}/trainer_state.json")).is_file());
+    assert_eq!(lines(&metrics), step, "one metrics row per finished step");
+    assert_eq!(temporaries(&out), Vec::<String>::new());
+    let more = (step + 2).to_string();
+    ok(&run(&args, &["--max-steps", &more, "--resume"]));
+    let steps: Vec<u64> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=step as u64 + 2).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigint_stops_ppo_after_a_step_with_a_checkpoint_that_resumes() {
+    let dir = scratch("sigint");
+    let data = synthetic_data(&dir, 12);
+    let out = dir.join("run");
+    let args = ppo_args(&data, &out);
+    let mut long = args.clone();
+    long.extend(["--max-steps", "100000", "--save-every", "100000"].map(String::from));
+    let stats = out.join("stats.jsonl");
+    let stopped = signal_when(&long, "INT", || lines(&stats) >= 1);
+    let checkpoints = out.join("checkpoints");
+    let step = interrupted_at(&stopped, |s| checkpoints.join(format!("checkpoint-{s}")));
+    assert!(checkpoints
+        .join(format!("checkpoint-{step}/ppo_state.json"))
+        .is_file());
+    assert_eq!(lines(&stats), step);
+    assert_eq!(temporaries(&checkpoints), Vec::<String>::new());
+    let more = (step + 1).to_string();
+    ok(&run(&args, &["--max-steps", &more, "--resume"]));
+    assert_eq!(lines(&stats), step + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,7 +5,7 @@
 //! transposed layout, so loading is the model's name map plus a prefix strip.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 use burn_store::{
@@ -14,6 +14,7 @@ use burn_store::{
 };
 use detox_models::{LoraConfig, LoraTarget};
 
+use crate::atomic::write_dir_atomic;
 use crate::weights::{read_safetensors_header, NameMap, WidenToF32};
 use crate::HubError;
 
@@ -138,113 +139,33 @@ pub fn save_adapter<B: Backend, M: ModuleSnapshot<B>>(
     dir: &Path,
     to_hf: &NameMap,
 ) -> Result<(), HubError> {
-    write_dir_atomic(dir, |tmp| {
-        let mut remap = to_hf.remap.clone();
-        remap.push(("^".into(), PREFIX.into()));
-        let file = tmp.join("adapter_model.safetensors");
-        let mut store = SafetensorsStore::from_file(&file)
-            .with_regex(r"\.lora_[AB]\.weight$")
-            .with_to_adapter(BurnToPyTorchAdapter)
-            .remap(KeyRemapper::from_patterns(remap).expect("name-map regex"))
-            .clear_metadata()
-            .metadata("format", "pt");
-        model.save_into(&mut store).map_err(|e| HubError::Weights {
-            path: file.clone(),
-            msg: format!("cannot write adapter: {e}"),
-        })?;
-        let mut cfg = serde_json::to_value(config).expect("serializable config");
-        cfg["inference_mode"] = serde_json::Value::Bool(true);
-        let cfg_path = tmp.join("adapter_config.json");
-        std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json"))
-            .map_err(|e| HubError::io(&cfg_path, e))
-    })
+    write_dir_atomic(dir, |tmp| write_adapter_files(model, config, tmp, to_hf))
 }
 
-/// `dir` with a suffix, next to it (same filesystem, so renames are atomic).
-pub fn sibling(dir: &Path, tag: &str) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dir.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
-}
-
-/// The parts of a name [`sibling`] made: `(original name, tag, pid)` of `.{name}.{tag}-{pid}`;
-/// `None` for any other name.
-pub fn parse_sibling(file_name: &str) -> Option<(&str, &str, u32)> {
-    let rest = file_name.strip_prefix('.')?;
-    let (head, pid) = rest.rsplit_once('-')?;
-    let (name, tag) = head.rsplit_once('.')?;
-    let pid = pid.parse().ok()?;
-    (!name.is_empty() && !tag.is_empty()).then_some((name, tag, pid))
-}
-
-/// Builds `dir` atomically: `fill` writes into a fresh temporary sibling, which then replaces
-/// `dir`. On any error the temporary directory is removed, so a failed save leaves neither a
-/// half-written `dir` nor a stray temporary one.
-pub fn write_dir_atomic<E: From<HubError>>(
+/// [`save_adapter`] without the atomic directory swap: writes `adapter_config.json` and
+/// `adapter_model.safetensors` into the existing directory `dir` (a checkpoint being assembled).
+pub fn write_adapter_files<B: Backend, M: ModuleSnapshot<B>>(
+    model: &M,
+    config: &LoraConfig,
     dir: &Path,
-    fill: impl FnOnce(&Path) -> Result<(), E>,
-) -> Result<(), E> {
-    let tmp = fresh_sibling_dir(dir)?;
-    let result = fill(&tmp).and_then(|()| replace_dir(&tmp, dir).map_err(E::from));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
-}
-
-/// An empty temporary sibling directory of `dir` (a leftover of an earlier, killed write is
-/// removed first): fill it, then [`replace_dir`] it onto `dir`.
-pub fn fresh_sibling_dir(dir: &Path) -> Result<PathBuf, HubError> {
-    let tmp = sibling(dir, "tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| HubError::io(&tmp, e))?;
-    Ok(tmp)
-}
-
-/// Moves the complete directory `tmp` to `dir`, replacing an older `dir` only after `tmp` is whole.
-pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), HubError> {
-    if dir.exists() {
-        let old = sibling(dir, "old");
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dir, &old).map_err(|e| HubError::io(dir, e))?;
-        std::fs::rename(tmp, dir).map_err(|e| HubError::io(dir, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-        }
-        std::fs::rename(tmp, dir).map_err(|e| HubError::io(dir, e))?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sibling_names_parse_back() {
-        let s = sibling(Path::new("/run/checkpoint-5"), "tmp");
-        let name = s.file_name().unwrap().to_str().unwrap().to_string();
-        assert_eq!(
-            parse_sibling(&name),
-            Some(("checkpoint-5", "tmp", std::process::id()))
-        );
-        // a temporary sibling of a temporary directory
-        assert_eq!(
-            parse_sibling("..final.tmp-12.tmp-12"),
-            Some((".final.tmp-12", "tmp", 12))
-        );
-        for other in [
-            ".detox.lock",
-            "checkpoint-5",
-            ".x.tmp-abc",
-            ".tmp-3",
-            "metrics.jsonl",
-        ] {
-            assert_eq!(parse_sibling(other), None, "{other}");
-        }
-    }
+    to_hf: &NameMap,
+) -> Result<(), HubError> {
+    let mut remap = to_hf.remap.clone();
+    remap.push(("^".into(), PREFIX.into()));
+    let file = dir.join("adapter_model.safetensors");
+    let mut store = SafetensorsStore::from_file(&file)
+        .with_regex(r"\.lora_[AB]\.weight$")
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .remap(KeyRemapper::from_patterns(remap).expect("name-map regex"))
+        .clear_metadata()
+        .metadata("format", "pt");
+    model.save_into(&mut store).map_err(|e| HubError::Weights {
+        path: file.clone(),
+        msg: format!("cannot write adapter: {e}"),
+    })?;
+    let mut cfg = serde_json::to_value(config).expect("serializable config");
+    cfg["inference_mode"] = serde_json::Value::Bool(true);
+    let cfg_path = dir.join("adapter_config.json");
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json"))
+        .map_err(|e| HubError::io(&cfg_path, e))
 }

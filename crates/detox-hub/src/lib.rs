@@ -2,6 +2,7 @@
 //! downloads into the standard HF cache.
 
 pub mod adapter;
+pub mod atomic;
 pub mod models;
 pub mod save;
 pub mod tokenizer;
@@ -10,7 +11,7 @@ pub mod weights;
 
 use std::path::{Path, PathBuf};
 
-pub use adapter::{load_adapter, read_adapter_config, save_adapter};
+pub use adapter::{load_adapter, read_adapter_config, save_adapter, write_adapter_files};
 pub use models::{load_roberta, load_t5, read_config, roberta_name_map, t5_name_map, ModelInfo};
 pub use save::{copy_companion_files, save_t5};
 pub use tokenizer::{EncodedBatch, TextTokenizer};
@@ -28,6 +29,18 @@ pub enum HubError {
     Weights { path: PathBuf, msg: String },
     #[error("{path}: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
+    #[error(
+        "the disk is full (no space left on device) while saving {dir}: {cause}; {free} free, \
+         {written} written before the failure{needed}; nothing of it is kept, earlier checkpoints \
+         are untouched"
+    )]
+    DiskFull {
+        dir: PathBuf,
+        cause: String,
+        free: String,
+        written: String,
+        needed: String,
+    },
     #[error("cannot download `{id}` from the Hugging Face hub: {msg}")]
     Download { id: String, msg: String },
 }

@@ -17,7 +17,7 @@ use burn_store::{
 };
 use detox_models::{LoraTarget, T5ForConditionalGeneration};
 
-use crate::adapter::write_dir_atomic;
+use crate::atomic::write_dir_atomic;
 use crate::models::t5_name_map_to_hf;
 use crate::weights::LoraLinearLayout;
 use crate::HubError;

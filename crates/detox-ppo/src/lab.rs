@@ -25,12 +25,13 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use detox_generate::{generate_with_limits, GenerationConfig};
-use detox_hub::adapter::write_dir_atomic;
+use detox_hub::atomic::write_dir_atomic;
 use detox_hub::{HubError, TextTokenizer};
 use detox_models::{LoraConfig, T5ForConditionalGeneration};
 use detox_rl::{PpoConfig, RlError};
 use detox_train::data::{epoch_order, DataError, Example};
 use detox_train::finetune::{load_optimizer, save_optimizer, TrainError};
+use detox_train::interrupt::Interrupted;
 use detox_train::runlock::{open_run_dir, RunDirError, RunStart};
 use detox_train::runlog;
 use rand::rngs::StdRng;
@@ -632,17 +633,8 @@ pub fn write_policy<B: Backend>(
 ) -> Result<(), LabError> {
     match lora {
         Some(lc) => {
-            let sub = dir.join("adapter");
-            detox_hub::save_adapter(
-                &policy.pretrained_model,
-                lc,
-                &sub,
-                &detox_hub::models::t5_name_map_to_hf(),
-            )?;
-            for f in ["adapter_config.json", "adapter_model.safetensors"] {
-                std::fs::rename(sub.join(f), dir.join(f)).map_err(io_err(&dir.join(f)))?;
-            }
-            std::fs::remove_dir(&sub).map_err(io_err(&sub))?;
+            let to_hf = detox_hub::models::t5_name_map_to_hf();
+            detox_hub::write_adapter_files(&policy.pretrained_model, lc, dir, &to_hf)?;
         }
         None => {
             detox_hub::save::write_t5_files(&policy.pretrained_model, dir)?;
@@ -1061,6 +1053,19 @@ impl LabRun {
                 let dir = self.save_checkpoint(&p, step + 1)?;
                 last_saved = step + 1;
                 pb.suspend(|| eprintln!("step {}: saved {}", step + 1, dir.display()));
+            }
+            if detox_train::interrupt::requested() && step + 1 < total {
+                pb.finish_and_clear();
+                let checkpoint = if last_saved == step + 1 {
+                    self.checkpoints().join(format!("checkpoint-{}", step + 1))
+                } else {
+                    self.save_checkpoint(&p, step + 1)?
+                };
+                return Err(TrainError::from(Interrupted {
+                    step: step + 1,
+                    checkpoint,
+                })
+                .into());
             }
         }
         pb.finish_and_clear();

@@ -35,7 +35,9 @@ use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use detox_hub::adapter::write_dir_atomic;
+use detox_hub::atomic::write_dir_atomic;
+
+use crate::interrupt::Interrupted;
 use detox_hub::HubError;
 use detox_models::{LoraConfig, LoraTarget, T5Config, T5ForConditionalGeneration};
 use serde::{Deserialize, Serialize};
@@ -71,6 +73,8 @@ pub enum TrainError {
     Config(String),
     #[error("{path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
@@ -747,8 +751,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         let model = self.model().valid();
         match &self.lora {
             Some(lc) => {
-                // save_adapter swaps in a complete directory; `dir` is still our temporary one.
-                detox_hub::save_adapter(&model, lc, dir, &detox_hub::models::t5_name_map_to_hf())?;
+                let to_hf = detox_hub::models::t5_name_map_to_hf();
+                detox_hub::write_adapter_files(&model, lc, dir, &to_hf)?;
             }
             None => {
                 detox_hub::save::write_t5_files(&model, dir)?;
@@ -780,6 +784,18 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.last_saved = Some(self.step);
         self.last_saved_here = true;
         Ok(dir)
+    }
+
+    /// The checkpoint of the current step: the one saved at this step (here or by the run this
+    /// one resumed), else a new one.
+    fn checkpoint_now(&mut self) -> Result<PathBuf, TrainError> {
+        if self.last_saved != Some(self.step) {
+            return self.save_checkpoint();
+        }
+        Ok(match (&self.resumed_from, self.last_saved_here) {
+            (Some(d), false) => d.clone(),
+            _ => self.out.join(format!("checkpoint-{}", self.step)),
+        })
     }
 
     /// Writes the model alone to `dir`, atomically (a peft adapter dir, or a transformers model
@@ -867,16 +883,18 @@ impl<B: AutodiffBackend> Trainer<B> {
                 let dir = self.save_checkpoint()?;
                 pb.suspend(|| eprintln!("step {}: saved {}", self.step, dir.display()));
             }
+            if crate::interrupt::requested() && self.step < total {
+                pb.finish_and_clear();
+                let checkpoint = self.checkpoint_now()?;
+                return Err(Interrupted {
+                    step: self.step,
+                    checkpoint,
+                }
+                .into());
+            }
         }
         pb.finish_and_clear();
-        let last_checkpoint = if self.last_saved == Some(self.step) {
-            match (&self.resumed_from, self.last_saved_here) {
-                (Some(d), false) => d.clone(),
-                _ => self.out.join(format!("checkpoint-{}", self.step)),
-            }
-        } else {
-            self.save_checkpoint()?
-        };
+        let last_checkpoint = self.checkpoint_now()?;
         let final_dir = self.out.join("final");
         self.save_model(&final_dir)?;
         Ok(RunSummary {

@@ -7,6 +7,7 @@
 pub mod clip;
 pub mod data;
 pub mod finetune;
+pub mod interrupt;
 pub mod loss;
 pub mod optim;
 pub mod runlock;

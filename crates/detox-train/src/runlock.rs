@@ -5,8 +5,8 @@
 //! [`RunLock`] and is released by the OS when the process dies, however it dies. Under the lock
 //! it then
 //! - removes what writers killed mid-save left behind: the temporary siblings
-//!   (`.NAME.tmp-PID`) of [`detox_hub::adapter::write_dir_atomic`] and
-//!   [`crate::runlog::write_atomic`], in the run directory and its subdirectories. Every writer
+//!   (`.NAME.tmp-PID`) of [`detox_hub::atomic::write_dir_atomic`] and
+//!   [`detox_hub::atomic::write_file_atomic`], in the run directory and its subdirectories. Every writer
 //!   holds the lock, so any other process's temporary files are a dead writer's. A `.NAME.old-PID`
 //!   (a directory being replaced when the writer died) is moved back to `NAME` when `NAME` is
 //!   missing, and removed otherwise;
@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use detox_hub::adapter::parse_sibling;
+use detox_hub::atomic::parse_sibling;
 
 /// The lock file inside a run directory.
 pub const LOCK_FILE: &str = ".detox.lock";

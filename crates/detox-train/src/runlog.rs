@@ -52,8 +52,6 @@ pub fn trim_jsonl_to_step(path: &Path, step: usize) -> std::io::Result<()> {
     write_atomic(path, kept.as_bytes())
 }
 
-/// Writes `bytes` to a temporary sibling of `path`, then renames it over `path`; a failed write
-/// removes the temporary file.
 /// Writes `value` as pretty JSON with a final newline (a checkpoint's state file, written
 /// inside the checkpoint's temporary directory).
 pub fn write_json_pretty<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
@@ -61,14 +59,7 @@ pub fn write_json_pretty<T: serde::Serialize>(path: &Path, value: &T) -> std::io
     std::fs::write(path, text + "\n")
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = detox_hub::adapter::sibling(path, "tmp");
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+pub use detox_hub::atomic::write_file_atomic as write_atomic;
 
 #[cfg(test)]
 mod tests {
