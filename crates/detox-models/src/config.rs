@@ -14,6 +14,15 @@ fn default_num_buckets() -> usize {
 fn default_max_distance() -> usize {
     128
 }
+/// A dropout probability must lie in `[0, 1]`.
+fn probability(name: &str, p: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is {p}, expected a probability in [0, 1]"))
+    }
+}
+
 fn default_dropout() -> f64 {
     0.1
 }
@@ -129,6 +138,7 @@ impl T5Config {
                 return Err(format!("`{name}` must be greater than 0"));
             }
         }
+        probability("dropout_rate", self.dropout_rate)?;
         Ok(())
     }
 }
@@ -225,6 +235,11 @@ impl RobertaConfig {
             return Err("max_position_embeddings must exceed pad_token_id + 1".into());
         }
         self.labels()?;
+        probability("hidden_dropout_prob", self.hidden_dropout_prob)?;
+        probability("attention_probs_dropout_prob", self.attention_probs_dropout_prob)?;
+        if let Some(p) = self.classifier_dropout {
+            probability("classifier_dropout", p)?;
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod dropout;
 pub mod kernels;
 pub mod linear;
 pub mod lora;

@@ -6,7 +6,9 @@
 //! `y = x W + b + scaling · B(A(dropout(x)))`, `scaling = lora_alpha / r` (or `/ sqrt(r)` with rsLoRA).
 
 use burn::module::{Initializer, Param};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
+
+use crate::dropout::Dropout;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +37,7 @@ impl<B: Backend> LoraLinear<B> {
             bias,
             lora_A: None,
             lora_B: None,
-            lora_dropout: DropoutConfig::new(0.0).init(),
+            lora_dropout: Dropout::new(0.0),
             scaling: 0.0,
             merged: false,
         }
@@ -82,7 +84,7 @@ impl<B: Backend> LoraLinear<B> {
                 .with_initializer(Initializer::Zeros)
                 .init(device),
         );
-        self.lora_dropout = DropoutConfig::new(dropout).init();
+        self.lora_dropout = Dropout::new(dropout);
         self.scaling = scaling;
         self.merged = false;
     }

@@ -3,15 +3,13 @@
 //! Field names mirror transformers' (`roberta.encoder.layer.{i}.attention.output.LayerNorm`); the one
 //! rename is HF's `attention.self`, a Rust keyword, which is `attention.self_` here.
 
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
-    LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation;
 
 use crate::attention::additive_mask;
 use crate::config::RobertaConfig;
+use crate::dropout::Dropout;
 use crate::lora::{LoraLinear, LoraTarget};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +222,7 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
                 .with_epsilon(c.layer_norm_eps)
                 .init(device)
         };
-        let hidden_dropout = || DropoutConfig::new(c.hidden_dropout_prob).init();
+        let hidden_dropout = || Dropout::new(c.hidden_dropout_prob);
         let layer = (0..c.num_hidden_layers)
             .map(|_| RobertaLayer {
                 attention: RobertaAttention {
@@ -232,7 +230,7 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
                         query: lin(d, d),
                         key: lin(d, d),
                         value: lin(d, d),
-                        dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
+                        dropout: Dropout::new(c.attention_probs_dropout_prob),
                         n_heads: c.num_attention_heads,
                     },
                     output: RobertaResidualOutput {
@@ -268,8 +266,7 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
             classifier: RobertaClassificationHead {
                 dense: head(d, d),
                 out_proj: head(d, labels.len()),
-                dropout: DropoutConfig::new(c.classifier_dropout.unwrap_or(c.hidden_dropout_prob))
-                    .init(),
+                dropout: Dropout::new(c.classifier_dropout.unwrap_or(c.hidden_dropout_prob)),
             },
             labels,
             config: c.clone(),

@@ -10,7 +10,9 @@
 //! serves training (all positions at once) and incremental decoding.
 
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+
+use crate::dropout::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation;
 
@@ -131,7 +133,7 @@ impl<B: Backend> T5Attention<B> {
                 EmbeddingConfig::new(config.relative_attention_num_buckets, config.num_heads)
                     .init(device)
             }),
-            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            dropout: Dropout::new(config.dropout_rate),
             n_heads: config.num_heads,
             d_kv: config.d_kv,
             num_buckets: config.relative_attention_num_buckets,
@@ -303,7 +305,7 @@ impl<B: Backend> T5DenseActDense<B> {
             wi_0: gated.then(|| lin(config.d_model, config.d_ff)),
             wi_1: gated.then(|| lin(config.d_model, config.d_ff)),
             wo: lin(config.d_ff, config.d_model),
-            dropout: DropoutConfig::new(config.dropout_rate).init(),
+            dropout: Dropout::new(config.dropout_rate),
             act,
         }
     }
@@ -347,7 +349,7 @@ fn layer_norm<B: Backend>(c: &T5Config, device: &B::Device) -> T5LayerNorm<B> {
 }
 
 fn dropout(c: &T5Config) -> Dropout {
-    DropoutConfig::new(c.dropout_rate).init()
+    Dropout::new(c.dropout_rate)
 }
 
 fn ff<B: Backend>(c: &T5Config, device: &B::Device) -> T5LayerFF<B> {

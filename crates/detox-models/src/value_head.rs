@@ -3,7 +3,9 @@
 //! head), one value per decoder position. Parameters carry trl's names under `v_head.`:
 //! `v_head.summary.weight`, `v_head.summary.bias`.
 
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
+
+use crate::dropout::Dropout;
 use burn::prelude::*;
 
 #[derive(Module, Debug)]
@@ -17,7 +19,7 @@ impl<B: Backend> ValueHead<B> {
     pub fn new(d_model: usize, summary_dropout_prob: f64, device: &B::Device) -> Self {
         Self {
             summary: LinearConfig::new(d_model, 1).init(device),
-            dropout: DropoutConfig::new(summary_dropout_prob).init(),
+            dropout: Dropout::new(summary_dropout_prob),
         }
     }
 

@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::nn::DropoutConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -278,7 +277,7 @@ pub fn load_t5_with_dropout<B: Backend>(
 /// Sets the dropout of every LoRA adapter (peft's `lora_dropout`).
 pub fn set_lora_dropout<B: Backend>(model: &mut T5<B>, p: f64) {
     for (_, l) in model.lora_linears() {
-        l.lora_dropout = DropoutConfig::new(p).init();
+        l.lora_dropout = detox_models::dropout::Dropout::new(p);
     }
 }
 
