@@ -10,7 +10,8 @@
 //!
 //! How: the tensor's primitive is checked at run time for burn-flex's `FlexTensor` (f32); any
 //! other primitive — another backend, an autodiff tensor, another dtype — takes the generic path,
-//! so the models stay generic over `B: Backend` and training keeps burn's backward passes.
+//! so the models stay generic over `B: Backend`. Under autodiff on burn-flex (training on
+//! `--device cpu`), `kernels_autodiff.rs` registers the gated GELU with its own backward.
 
 use std::any::Any;
 
@@ -67,7 +68,7 @@ fn flex_pair<B: Backend, const D: usize, const E: usize>(
     }
 }
 
-fn data(f: &FlexTensor) -> &[f32] {
+pub(crate) fn data(f: &FlexTensor) -> &[f32] {
     let (start, end) = f
         .layout()
         .contiguous_offsets()
@@ -75,12 +76,12 @@ fn data(f: &FlexTensor) -> &[f32] {
     &f.storage::<f32>()[start..end]
 }
 
-fn new_flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
+pub(crate) fn new_flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
 }
 
 /// `out[i] = f(a[i], b[i])` over equal-length slices, in parallel chunks.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
     let run = |(o, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
         for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
@@ -92,6 +93,29 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     } else {
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(run);
+    }
+    out
+}
+
+/// `out[i] = f(a[i], b[i], c[i])` over equal-length slices, in parallel chunks.
+pub(crate) fn zip3_map(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    let run = |(o, (a, (b, c))): (&mut [f32], (&[f32], (&[f32], &[f32])))| {
+        for (((o, &x), &y), &z) in o.iter_mut().zip(a).zip(b).zip(c) {
+            *o = f(x, y, z);
+        }
+    };
+    if a.len() < PARALLEL_MIN {
+        run((&mut out, (a, (b, c))));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK))))
             .for_each(run);
     }
     out
@@ -114,6 +138,13 @@ pub fn gelu_new_mul<B: Backend, const D: usize>(
     let fa = match flex_f32(a) {
         Ok(f) => f,
         Err(a) => {
+            let (a, b) = match b {
+                Some(b) => match crate::kernels_autodiff::gelu_new_mul(a, b) {
+                    Ok(fused) => return fused,
+                    Err((a, b)) => (a, Some(b)),
+                },
+                None => (a, None),
+            };
             let g = activation::gelu_approximate(a);
             return match b {
                 Some(b) => g * b,

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod config;
 pub mod dropout;
 pub mod kernels;
+pub mod kernels_autodiff;
 pub mod linear;
 pub mod lora;
 pub mod roberta;

@@ -1,0 +1,216 @@
+//! The training (autodiff) side of the fused burn-flex kernels: the same one-pass, parallel
+//! forward as `kernels.rs`, registered with burn's autodiff graph together with a one-pass
+//! backward, so fine-tuning and PPO on `--device cpu` stop composing T5's gated GELU from eight
+//! single-threaded ops (a scalar `powf` and `tanh` among them) forward and again backward.
+//!
+//! How: the tensor's primitive is checked at run time for burn's `Autodiff<Flex>` tensor (f32,
+//! the default `NoCheckpointing` strategy that `src/backend.rs` uses); anything else returns
+//! the inputs and the caller takes burn's generic ops, whose own backward then applies.
+
+use std::any::Any;
+
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{binary, Backward, Ops, OpsKind};
+use burn_flex::{Flex, FlexTensor};
+
+use crate::kernels::{data, gelu_new_f32, new_flex, zip_map, zip3_map};
+
+type Ad = Autodiff<Flex>;
+type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
+
+/// `t`'s autodiff-over-burn-flex primitive (f32), or `t` back.
+fn into_ad<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<AdTensor, Tensor<B, D>> {
+    let prim: Box<dyn Any> = Box::new(t.into_primitive().tensor());
+    match prim.downcast::<AdTensor>() {
+        Ok(t) if t.primitive.dtype() == DType::F32 => Ok(*t),
+        Ok(t) => Err(from_ad(*t)),
+        Err(other) => Err(Tensor::from_primitive(TensorPrimitive::Float(
+            *other
+                .downcast::<B::FloatTensorPrimitive>()
+                .expect("the primitive came from this backend"),
+        ))),
+    }
+}
+
+/// An `Autodiff<Flex>` primitive as a tensor of `B` (only called where `B` is that backend).
+fn from_ad<B: Backend, const D: usize>(t: AdTensor) -> Tensor<B, D> {
+    let prim: Box<dyn Any> = Box::new(t);
+    Tensor::from_primitive(TensorPrimitive::Float(
+        *prim
+            .downcast::<B::FloatTensorPrimitive>()
+            .expect("only Autodiff<Flex> tensors are built here"),
+    ))
+}
+
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// d/dx of `gelu_new(x) = 0.5 x (1 + tanh(u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
+#[inline]
+pub fn gelu_new_grad_f32(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const K: f32 = 0.044715;
+    let x2 = x * x;
+    let t = (SQRT_2_OVER_PI * (x + K * x2 * x)).tanh();
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * K * x2)
+}
+
+/// `gelu_new(a) * b` with its backward, when both are `Autodiff<Flex>` tensors of one shape;
+/// else both back.
+#[allow(clippy::type_complexity)]
+pub fn gelu_new_mul<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    if a.dims() != b.dims() {
+        return Err((a, b));
+    }
+    let (a, b) = match (into_ad(a), into_ad(b)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Ok(a), Err(b)) => return Err((from_ad(a), b)),
+        (Err(a), Ok(b)) => return Err((a, from_ad(b))),
+        (Err(a), Err(b)) => return Err((a, b)),
+    };
+    let (xa, xb) = (contiguous(&a.primitive), contiguous(&b.primitive));
+    let shape = xa.layout().shape().to_vec();
+    let out = new_flex(
+        zip_map(data(&xa), data(&xb), |x, y| gelu_new_f32(x) * y),
+        &shape,
+    );
+    let out = match GeluNewMulBackward
+        .prepare::<NoCheckpointing>([a.node.clone(), b.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((xa, xb), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(from_ad(out))
+}
+
+#[derive(Debug)]
+struct GeluNewMulBackward;
+
+impl Backward<Flex, 2> for GeluNewMulBackward {
+    /// The inputs `a` and `b`, contiguous.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (a, b) = ops.state;
+        let shape = a.layout().shape().to_vec();
+        let (a2, shape2) = (a.clone(), shape.clone());
+        binary::<Flex, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            move |grad| {
+                let g = contiguous(&grad);
+                let d = zip3_map(data(&g), data(&a), data(&b), |g, x, y| {
+                    g * y * gelu_new_grad_f32(x)
+                });
+                new_flex(d, &shape)
+            },
+            move |grad| {
+                let g = contiguous(&grad);
+                let d = zip_map(data(&g), data(&a2), |g, x| g * gelu_new_f32(x));
+                new_flex(d, &shape2)
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type N = Autodiff<burn::backend::NdArray<f32>>;
+
+    /// `(out, grad_a, grad_b)` of `sum(gelu_new(a) * b * w)` on backend `B` through the model's
+    /// entry point (`kernels::gelu_new_mul`).
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        a: &[f32],
+        b: &[f32],
+        w: &[f32],
+        shape: [usize; 3],
+    ) -> [TensorData; 3] {
+        let dev = Default::default();
+        let t = |v: &[f32]| Tensor::<B, 3>::from_data(TensorData::new(v.to_vec(), shape), &dev);
+        let (ta, tb) = (t(a).require_grad(), t(b).require_grad());
+        let out = crate::kernels::gelu_new_mul(ta.clone(), Some(tb.clone()));
+        let grads = (out.clone() * t(w)).sum().backward();
+        [
+            out.into_data(),
+            ta.grad(&grads).unwrap().into_data(),
+            tb.grad(&grads).unwrap().into_data(),
+        ]
+    }
+
+    #[test]
+    fn fused_gated_gelu_matches_burns_composition_forward_and_backward() {
+        let shape = [3, 70, 300]; // above the parallel threshold, not a multiple of the chunk
+        let n: usize = shape.iter().product();
+        let draw = |seed| {
+            Flex::seed(&Default::default(), seed);
+            Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 2.0), &Default::default())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let (a, b, w) = (draw(1), draw(2), draw(3));
+        let fused = run::<Ad>(&a, &b, &w, shape);
+        let generic = run::<N>(&a, &b, &w, shape);
+        for (f, g) in fused.iter().zip(&generic) {
+            f.assert_approx_eq::<f32>(g, Tolerance::absolute(2e-5).set_relative(2e-5));
+        }
+    }
+
+    #[test]
+    fn the_fused_path_is_taken_on_autodiff_flex_only() {
+        let t = |v: f32| Tensor::<Ad, 2>::full([2, 3], v, &Default::default()).require_grad();
+        assert!(gelu_new_mul(t(1.0), t(2.0)).is_ok());
+        let n = |v: f32| Tensor::<N, 2>::full([2, 3], v, &Default::default()).require_grad();
+        assert!(gelu_new_mul(n(1.0), n(2.0)).is_err());
+        let f = |v: f32| Tensor::<Flex, 2>::full([2, 3], v, &Default::default());
+        assert!(gelu_new_mul(f(1.0), f(2.0)).is_err(), "inference has its own kernel");
+    }
+
+    #[test]
+    fn the_gradient_formula_matches_finite_differences() {
+        for x in [-6.0f32, -2.5, -0.7, 0.0, 0.3, 1.1, 4.0] {
+            let h = 1e-3f64;
+            let g = |x: f64| {
+                let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                0.5 * x * (1.0 + u.tanh())
+            };
+            let fd = (g(x as f64 + h) - g(x as f64 - h)) / (2.0 * h);
+            assert!(
+                (gelu_new_grad_f32(x) as f64 - fd).abs() < 1e-5,
+                "{x}: {} vs {fd}",
+                gelu_new_grad_f32(x)
+            );
+        }
+    }
+
+    #[test]
+    fn frozen_inputs_take_the_untracked_path() {
+        let dev = Default::default();
+        let a = Tensor::<Ad, 2>::ones([2, 3], &dev);
+        let b = Tensor::<Ad, 2>::ones([2, 3], &dev);
+        let out = crate::kernels::gelu_new_mul(a, Some(b));
+        let want = gelu_new_f32(1.0);
+        for v in out.into_data().to_vec::<f32>().unwrap() {
+            assert!((v - want).abs() < 1e-7);
+        }
+    }
+}
