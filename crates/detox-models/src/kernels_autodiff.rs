@@ -18,7 +18,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{binary, Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
-use crate::kernels::{data, gelu_new_f32, new_flex, zip_map, zip3_map};
+use crate::kernels::{data, gelu_new_f32, gelu_new_sigmoid, new_flex, zip_map, zip3_map};
 
 type Ad = Autodiff<Flex>;
 type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
@@ -55,14 +55,13 @@ fn contiguous(t: &FlexTensor) -> FlexTensor {
     }
 }
 
-/// d/dx of `gelu_new(x) = 0.5 x (1 + tanh(u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
+/// d/dx of `gelu_new(x) = x s`, `s = sigmoid(2u)`, `u = sqrt(2/pi) (x + 0.044715 x^3)`:
+/// `s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
 #[inline]
 pub fn gelu_new_grad_f32(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const K: f32 = 0.044715;
-    let x2 = x * x;
-    let t = (SQRT_2_OVER_PI * (x + K * x2 * x)).tanh();
-    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * K * x2)
+    const TWO_SQRT_2_OVER_PI: f32 = 1.595_769_1;
+    let s = gelu_new_sigmoid(x);
+    s + x * s * (1.0 - s) * TWO_SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
 }
 
 /// `gelu_new(a) * b` with its backward, when both are `Autodiff<Flex>` tensors of one shape;
