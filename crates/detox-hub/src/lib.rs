@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod atomic;
+mod download;
 pub mod models;
 pub mod save;
 pub mod tokenizer;
@@ -41,8 +42,17 @@ pub enum HubError {
         written: String,
         needed: String,
     },
-    #[error("cannot download `{id}` from the Hugging Face hub: {msg}")]
-    Download { id: String, msg: String },
+    #[error("cannot download `{file}` of `{id}` from {endpoint}: {msg}")]
+    Download {
+        id: String,
+        file: String,
+        endpoint: String,
+        msg: String,
+    },
+    #[error("`{id}` is not (completely) in the Hugging Face cache at {} and HF_HUB_OFFLINE is set", cache.display())]
+    Offline { id: String, cache: PathBuf },
+    #[error("{var}: {msg}")]
+    Setting { var: &'static str, msg: String },
 }
 
 impl HubError {
@@ -55,7 +65,7 @@ impl HubError {
 }
 
 /// A local directory as is; anything else is a hub id, downloaded (config, tokenizer, weights) to
-/// the standard Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE` are honoured by `hf-hub`).
+/// the standard Hugging Face cache (`src/download.rs` describes the layout and the settings).
 pub fn resolve_model(arg: &str) -> Result<PathBuf, HubError> {
     let path = Path::new(arg);
     if path.is_dir() {
@@ -103,45 +113,55 @@ fn local_first_component(path: &Path) -> Option<PathBuf> {
     first.exists().then(|| first.to_path_buf())
 }
 
+/// Tokenizer files a model may lack (a 404 for them is no error).
+const TOKENIZER_FILES: [&str; 3] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
+/// The snapshot directory of hub model `id`: the cached one when it has `config.json` and the
+/// weights (no network then), else downloaded (`config.json`, the tokenizer files there are,
+/// `model.safetensors` or the shards its index lists).
 fn download(id: &str) -> Result<PathBuf, HubError> {
-    let err = |e: &dyn std::fmt::Display| HubError::Download {
-        id: id.to_string(),
-        msg: e.to_string(),
-    };
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(|e| err(&e))?;
-    let repo = api.model(id.to_string());
-    let config = repo.get("config.json").map_err(|e| err(&e))?;
-    for optional in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
-        let _ = repo.get(optional);
+    let hub = download::Hub::from_env(id)?;
+    if let Some(dir) = cached_model(&hub) {
+        return Ok(dir);
     }
-    match repo.get("model.safetensors") {
-        Ok(_) => {}
-        Err(_) => {
-            let index = repo
-                .get("model.safetensors.index.json")
-                .map_err(|e| err(&format!("no model.safetensors and no index: {e}")))?;
-            let text = std::fs::read_to_string(&index).map_err(|e| err(&e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&e))?;
-            let mut shards: Vec<&str> = v["weight_map"]
-                .as_object()
-                .map(|m| m.values().filter_map(|f| f.as_str()).collect())
-                .unwrap_or_default();
-            shards.sort_unstable();
-            shards.dedup();
-            for shard in shards {
-                repo.get(shard).map_err(|e| err(&e))?;
-            }
+    if hub.offline() {
+        return Err(hub.not_cached());
+    }
+    let config = hub.fetch("config.json")?;
+    for optional in TOKENIZER_FILES {
+        hub.fetch_optional(optional)?;
+    }
+    if hub.fetch_optional("model.safetensors")?.is_none() {
+        let index = hub
+            .fetch_optional("model.safetensors.index.json")?
+            .ok_or_else(|| {
+                hub.error(
+                    "model.safetensors",
+                    "not found on the hub (404), nor model.safetensors.index.json",
+                )
+            })?;
+        for shard in weights::index_shards(&index)? {
+            hub.fetch(&shard)?;
         }
     }
-    Ok(config
-        .parent()
-        .expect("cached file has a parent")
-        .to_path_buf())
+    Ok(snapshot_dir(&config))
+}
+
+/// The cached snapshot of `main` when it has `config.json` and all the weights.
+fn cached_model(hub: &download::Hub) -> Option<PathBuf> {
+    let config = hub.cached("config.json")?;
+    let weights = hub.cached("model.safetensors").is_some()
+        || hub
+            .cached("model.safetensors.index.json")
+            .and_then(|index| weights::index_shards(&index).ok())
+            .is_some_and(|shards| shards.iter().all(|s| hub.cached(s).is_some()));
+    weights.then(|| snapshot_dir(&config))
+}
+
+fn snapshot_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).to_path_buf()
 }

@@ -120,26 +120,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HubError> {
     }
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|e| HubError::io(&index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| HubError::Weights {
-            path: index.clone(),
-            msg: format!("not valid JSON: {e}"),
-        })?;
-        let map = v["weight_map"]
-            .as_object()
-            .ok_or_else(|| HubError::Weights {
-                path: index.clone(),
-                msg: "missing the `weight_map` object".into(),
-            })?;
-        let files: BTreeSet<String> = map
-            .values()
-            .map(|f| f.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| HubError::Weights {
-                path: index.clone(),
-                msg: "`weight_map` values must be file names".into(),
-            })?;
-        let files: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();
+        let files: Vec<PathBuf> = index_shards(&index)?
+            .into_iter()
+            .map(|f| dir.join(f))
+            .collect();
         for f in &files {
             if !f.is_file() {
                 return Err(HubError::Weights {
@@ -154,6 +138,26 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HubError> {
         path: dir.to_path_buf(),
         msg: "no model.safetensors or model.safetensors.index.json in this directory".into(),
     })
+}
+
+/// The shard file names `index` (a `model.safetensors.index.json`) lists, sorted, each once.
+pub(crate) fn index_shards(index: &Path) -> Result<Vec<String>, HubError> {
+    let text = std::fs::read_to_string(index).map_err(|e| HubError::io(index, e))?;
+    let bad = |msg: String| HubError::Weights {
+        path: index.to_path_buf(),
+        msg,
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let map = v["weight_map"]
+        .as_object()
+        .ok_or_else(|| bad("missing the `weight_map` object".into()))?;
+    let files: BTreeSet<String> = map
+        .values()
+        .map(|f| f.as_str().map(str::to_string))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("`weight_map` values must be file names".into()))?;
+    Ok(files.into_iter().collect())
 }
 
 /// A snapshot like `snapshot` whose data is `f(original data)`, as f32 of shape `shape`.
