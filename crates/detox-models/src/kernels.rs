@@ -238,9 +238,25 @@ pub fn softmax_with_bias<B: Backend>(scores: Tensor<B, 4>, bias: Tensor<B, 4>) -
     }
     let (fs, fb) = match flex_pair(scores, bias) {
         Ok(pair) => pair,
-        Err((s, b)) => return generic(s, b),
+        Err((s, b)) => {
+            return match crate::kernels_autodiff::softmax_with_bias(s, b) {
+                Ok(fused) => fused,
+                Err((s, b)) => generic(s, b),
+            }
+        }
     };
-    let (s, b) = (data(&fs), data(&fb));
+    let out = softmax_bias_rows(data(&fs), data(&fb), shape, bshape);
+    from_flex(new_flex(out, &shape))
+}
+
+/// The rows of `softmax(s + b)` for scores of `shape` and a bias of `bshape` that broadcasts
+/// over `shape`'s leading dimensions (checked by the caller), in parallel rows.
+pub(crate) fn softmax_bias_rows(
+    s: &[f32],
+    b: &[f32],
+    shape: [usize; 4],
+    bshape: [usize; 4],
+) -> Vec<f32> {
     let k = shape[3];
     // element strides of the bias rows, 0 along broadcast dimensions
     let st = |i: usize, inner: usize| if bshape[i] == 1 { 0 } else { inner };
@@ -274,7 +290,7 @@ pub fn softmax_with_bias<B: Backend>(scores: Tensor<B, 4>, bias: Tensor<B, 4>) -
             .enumerate()
             .for_each(row);
     }
-    from_flex(new_flex(out, &shape))
+    out
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The training (autodiff) side of the fused burn-flex kernels: the same one-pass, parallel
 //! forward as `kernels.rs`, registered with burn's autodiff graph together with a one-pass
 //! backward, so fine-tuning and PPO on `--device cpu` stop composing T5's gated GELU from eight
-//! single-threaded ops (a scalar `powf` and `tanh` among them) forward and again backward.
+//! single-threaded ops (a scalar `powf` and `tanh` among them) and attention's
+//! `softmax(scores + bias)` from six, forward and again backward.
 //!
 //! How: the tensor's primitive is checked at run time for burn's `Autodiff<Flex>` tensor (f32,
 //! the default `NoCheckpointing` strategy that `src/backend.rs` uses); anything else returns
@@ -16,9 +17,12 @@ use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{binary, Backward, Ops, OpsKind};
+use rayon::prelude::*;
 use burn_flex::{Flex, FlexTensor};
 
-use crate::kernels::{data, gelu_new_f32, gelu_new_sigmoid, new_flex, zip_map, zip3_map};
+use crate::kernels::{
+    data, gelu_new_f32, gelu_new_sigmoid, new_flex, softmax_bias_rows, zip3_map, zip_map,
+};
 
 type Ad = Autodiff<Flex>;
 type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
@@ -74,12 +78,7 @@ pub fn gelu_new_mul<B: Backend, const D: usize>(
     if a.dims() != b.dims() {
         return Err((a, b));
     }
-    let (a, b) = match (into_ad(a), into_ad(b)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Ok(a), Err(b)) => return Err((from_ad(a), b)),
-        (Err(a), Ok(b)) => return Err((a, from_ad(b))),
-        (Err(a), Err(b)) => return Err((a, b)),
-    };
+    let (a, b) = ad_pair(a, b)?;
     let (xa, xb) = (contiguous(&a.primitive), contiguous(&b.primitive));
     let shape = xa.layout().shape().to_vec();
     let out = new_flex(
@@ -125,6 +124,83 @@ impl Backward<Flex, 2> for GeluNewMulBackward {
                 new_flex(d, &shape2)
             },
         );
+    }
+}
+
+/// Both tensors as `Autodiff<Flex>` primitives, or both back as they came.
+#[allow(clippy::type_complexity)]
+fn ad_pair<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+) -> Result<(AdTensor, AdTensor), (Tensor<B, D>, Tensor<B, D>)> {
+    match (into_ad(a), into_ad(b)) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Ok(a), Err(b)) => Err((from_ad(a), b)),
+        (Err(a), Ok(b)) => Err((a, from_ad(b))),
+        (Err(a), Err(b)) => Err((a, b)),
+    }
+}
+
+/// `softmax(scores + bias)` over the last dimension with its backward, when both are
+/// `Autodiff<Flex>` tensors and `bias` broadcasts over `scores`' leading dimensions (checked by
+/// `kernels::softmax_with_bias`); else both back.
+#[allow(clippy::type_complexity)]
+pub fn softmax_with_bias<B: Backend>(
+    scores: Tensor<B, 4>,
+    bias: Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>)> {
+    let (shape, bshape) = (scores.dims(), bias.dims());
+    let (s, b) = ad_pair(scores, bias)?;
+    let (xs, xb) = (contiguous(&s.primitive), contiguous(&b.primitive));
+    let y = new_flex(softmax_bias_rows(data(&xs), data(&xb), shape, bshape), &shape);
+    let out = match SoftmaxBiasBackward
+        .prepare::<NoCheckpointing>([s.node.clone(), b.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((y.clone(), bshape), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(from_ad(out))
+}
+
+#[derive(Debug)]
+struct SoftmaxBiasBackward;
+
+impl Backward<Flex, 2> for SoftmaxBiasBackward {
+    /// The output `y` (contiguous) and the bias shape.
+    type State = (FlexTensor, [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (y, bshape) = ops.state;
+        let [scores_parent, bias_parent] = ops.parents;
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
+        let shape = y.layout().shape().to_vec();
+        // d scores = y (g - sum(g y)) row by row; the same for the bias, summed over the
+        // dimensions it was broadcast along
+        let k = shape[3];
+        let mut d = vec![0.0f32; data(&y).len()];
+        d.par_chunks_mut(k)
+            .zip(data(&y).par_chunks(k).zip(data(&g).par_chunks(k)))
+            .for_each(|(d, (y, g))| {
+                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                    *d = y * (g - dot);
+                }
+            });
+        let d = new_flex(d, &shape);
+        if let Some(node) = bias_parent {
+            let mut t = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(d.clone()));
+            for (i, &n) in bshape.iter().enumerate() {
+                if n == 1 && shape[i] != 1 {
+                    t = t.sum_dim(i);
+                }
+            }
+            grads.register::<Flex>(node.id, t.into_primitive().tensor());
+        }
+        if let Some(node) = scores_parent {
+            grads.register::<Flex>(node.id, d);
+        }
     }
 }
 
@@ -182,6 +258,57 @@ mod tests {
         assert!(gelu_new_mul(n(1.0), n(2.0)).is_err());
         let f = |v: f32| Tensor::<Flex, 2>::full([2, 3], v, &Default::default());
         assert!(gelu_new_mul(f(1.0), f(2.0)).is_err(), "inference has its own kernel");
+        let s4 = |v: f32| Tensor::<Ad, 4>::full([1, 2, 3, 4], v, &Default::default());
+        assert!(softmax_with_bias(s4(1.0), s4(0.0)).is_ok());
+        let n4 = |v: f32| Tensor::<N, 4>::full([1, 2, 3, 4], v, &Default::default());
+        assert!(softmax_with_bias(n4(1.0), n4(0.0)).is_err());
+    }
+
+    /// `(out, grad_scores, grad_bias)` of `sum(softmax(s + b) * w)` through the model's entry point.
+    fn run_softmax<B: burn::tensor::backend::AutodiffBackend>(
+        s: &[f32],
+        b: &[f32],
+        w: &[f32],
+        shape: [usize; 4],
+        bshape: [usize; 4],
+    ) -> [TensorData; 3] {
+        let dev = Default::default();
+        let t = |v: &[f32], sh: [usize; 4]| {
+            Tensor::<B, 4>::from_data(TensorData::new(v.to_vec(), sh), &dev)
+        };
+        let (ts, tb) = (t(s, shape).require_grad(), t(b, bshape).require_grad());
+        let out = crate::kernels::softmax_with_bias(ts.clone(), tb.clone());
+        let grads = (out.clone() * t(w, shape)).sum().backward();
+        [
+            out.into_data(),
+            ts.grad(&grads).unwrap().into_data(),
+            tb.grad(&grads).unwrap().into_data(),
+        ]
+    }
+
+    #[test]
+    fn fused_softmax_with_bias_matches_burns_composition_forward_and_backward() {
+        let draw = |n: usize, seed| {
+            Flex::seed(&Default::default(), seed);
+            Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 3.0), &Default::default())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        // a position bias shared over the batch, a per-batch key mask, a full-size bias
+        for (shape, bshape) in [
+            ([2, 4, 33, 40], [1, 4, 33, 40]),
+            ([3, 2, 5, 70], [3, 1, 1, 70]),
+            ([2, 3, 50, 50], [2, 3, 50, 50]),
+        ] {
+            let n: usize = shape.iter().product();
+            let (s, b, w) = (draw(n, 1), draw(bshape.iter().product(), 2), draw(n, 3));
+            let fused = run_softmax::<Ad>(&s, &b, &w, shape, bshape);
+            let generic = run_softmax::<N>(&s, &b, &w, shape, bshape);
+            for (f, g) in fused.iter().zip(&generic) {
+                f.assert_approx_eq::<f32>(g, Tolerance::absolute(1e-5).set_relative(1e-4));
+            }
+        }
     }
 
     #[test]
