@@ -202,7 +202,12 @@ pub fn rms_norm<B: Backend, const D: usize>(
     };
     let (fx, fw) = match flex_pair(x, weight) {
         Ok(pair) => pair,
-        Err((x, w)) => return generic(x, w),
+        Err((x, w)) => {
+            return match crate::kernels_autodiff::rms_norm(x, w, eps) {
+                Ok(fused) => fused,
+                Err((x, w)) => generic(x, w),
+            }
+        }
     };
     let (x, w) = (data(&fx), data(&fw));
     let d = shape[D - 1];

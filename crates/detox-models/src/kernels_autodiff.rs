@@ -1,8 +1,8 @@
 //! The training (autodiff) side of the fused burn-flex kernels: the same one-pass, parallel
 //! forward as `kernels.rs`, registered with burn's autodiff graph together with a one-pass
 //! backward, so fine-tuning and PPO on `--device cpu` stop composing T5's gated GELU from eight
-//! single-threaded ops (a scalar `powf` and `tanh` among them) and attention's
-//! `softmax(scores + bias)` from six, forward and again backward.
+//! single-threaded ops (a scalar `powf` and `tanh` among them), attention's
+//! `softmax(scores + bias)` from six and the RMS norm from five, forward and again backward.
 //!
 //! How: the tensor's primitive is checked at run time for burn's `Autodiff<Flex>` tensor (f32,
 //! the default `NoCheckpointing` strategy that `src/backend.rs` uses); anything else returns
@@ -204,6 +204,112 @@ impl Backward<Flex, 2> for SoftmaxBiasBackward {
     }
 }
 
+/// T5's RMS layer norm `x / sqrt(mean(x^2) + eps) * weight` over the last dimension with its
+/// backward, when `x` and `weight` are `Autodiff<Flex>` tensors; else both back.
+#[allow(clippy::type_complexity)]
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, 1>)> {
+    let (x, w) = match (into_ad(x), into_ad(weight)) {
+        (Ok(x), Ok(w)) => (x, w),
+        (Ok(x), Err(w)) => return Err((from_ad(x), w)),
+        (Err(x), Ok(w)) => return Err((x, from_ad(w))),
+        (Err(x), Err(w)) => return Err((x, w)),
+    };
+    let (fx, fw) = (contiguous(&x.primitive), contiguous(&w.primitive));
+    let shape = fx.layout().shape().to_vec();
+    let d = shape[D - 1];
+    let (xs, ws) = (data(&fx), data(&fw));
+    // per row: 1 / sqrt(mean(x^2) + eps), the sum in f64 as the inference kernel
+    let inv: Vec<f32> = xs
+        .par_chunks(d)
+        .map(|row| {
+            let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            1.0 / ((ss / d as f64) as f32 + eps as f32).sqrt()
+        })
+        .collect();
+    let mut out = vec![0.0f32; xs.len()];
+    out.par_chunks_mut(d)
+        .zip(xs.par_chunks(d).zip(&inv))
+        .for_each(|(o, (row, &r))| {
+            for ((o, &v), &g) in o.iter_mut().zip(row).zip(ws) {
+                *o = v * r * g;
+            }
+        });
+    let out = new_flex(out, &shape);
+    let out = match RmsNormBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((fx, fw, inv), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(from_ad(out))
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    /// `x` and `weight` (contiguous) and each row's `1 / sqrt(mean(x^2) + eps)`.
+    type State = (FlexTensor, FlexTensor, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, inv) = ops.state;
+        let [x_parent, w_parent] = ops.parents;
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
+        let shape = x.layout().shape().to_vec();
+        let d = *shape.last().expect("at least one dimension");
+        let (xs, ws, gs) = (data(&x), data(&w), data(&g));
+        if let Some(node) = w_parent {
+            // d weight = sum over rows of g * x * r (f64 accumulators per task, then summed)
+            let dw = xs
+                .par_chunks(d)
+                .zip(gs.par_chunks(d).zip(&inv))
+                .fold(
+                    || vec![0f64; d],
+                    |mut acc, (row, (g, &r))| {
+                        for ((a, &v), &g) in acc.iter_mut().zip(row).zip(g) {
+                            *a += (g * v * r) as f64;
+                        }
+                        acc
+                    },
+                )
+                .reduce(
+                    || vec![0f64; d],
+                    |mut a, b| {
+                        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                        a
+                    },
+                );
+            let dw: Vec<f32> = dw.into_iter().map(|v| v as f32).collect();
+            grads.register::<Flex>(node.id, new_flex(dw, &[d]));
+        }
+        if let Some(node) = x_parent {
+            // d x = r (g w - xhat mean(g w xhat)), xhat = x r
+            let mut dx = vec![0.0f32; xs.len()];
+            dx.par_chunks_mut(d)
+                .zip(xs.par_chunks(d).zip(gs.par_chunks(d).zip(&inv)))
+                .for_each(|(o, (row, (g, &r)))| {
+                    let dot: f64 = row
+                        .iter()
+                        .zip(g)
+                        .zip(ws)
+                        .map(|((&v, &g), &w)| (g * w * v * r) as f64)
+                        .sum();
+                    let mean = (dot / d as f64) as f32;
+                    for (((o, &v), &g), &w) in o.iter_mut().zip(row).zip(g).zip(ws) {
+                        *o = r * (g * w - v * r * mean);
+                    }
+                });
+            grads.register::<Flex>(node.id, new_flex(dx, &shape));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +368,8 @@ mod tests {
         assert!(softmax_with_bias(s4(1.0), s4(0.0)).is_ok());
         let n4 = |v: f32| Tensor::<N, 4>::full([1, 2, 3, 4], v, &Default::default());
         assert!(softmax_with_bias(n4(1.0), n4(0.0)).is_err());
+        let w = Tensor::<Ad, 1>::ones([4], &Default::default());
+        assert!(rms_norm(s4(1.0), w, 1e-6).is_ok());
     }
 
     /// `(out, grad_scores, grad_bias)` of `sum(softmax(s + b) * w)` through the model's entry point.
@@ -307,6 +415,46 @@ mod tests {
             let generic = run_softmax::<N>(&s, &b, &w, shape, bshape);
             for (f, g) in fused.iter().zip(&generic) {
                 f.assert_approx_eq::<f32>(g, Tolerance::absolute(1e-5).set_relative(1e-4));
+            }
+        }
+    }
+
+    #[test]
+    fn fused_rms_norm_matches_burns_composition_forward_and_backward() {
+        fn run<B: burn::tensor::backend::AutodiffBackend>(
+            x: &[f32],
+            w: &[f32],
+            u: &[f32],
+            shape: [usize; 3],
+        ) -> [TensorData; 3] {
+            let dev = Default::default();
+            let tx = Tensor::<B, 3>::from_data(TensorData::new(x.to_vec(), shape), &dev)
+                .require_grad();
+            let tw = Tensor::<B, 1>::from_data(TensorData::new(w.to_vec(), [shape[2]]), &dev)
+                .require_grad();
+            let tu = Tensor::<B, 3>::from_data(TensorData::new(u.to_vec(), shape), &dev);
+            let out = crate::kernels::rms_norm(tx.clone(), tw.clone(), 1e-6);
+            let grads = (out.clone() * tu).sum().backward();
+            [
+                out.into_data(),
+                tx.grad(&grads).unwrap().into_data(),
+                tw.grad(&grads).unwrap().into_data(),
+            ]
+        }
+        let draw = |n: usize, seed| {
+            Flex::seed(&Default::default(), seed);
+            Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 2.0), &Default::default())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        for shape in [[2, 3, 8], [4, 37, 512]] {
+            let n: usize = shape.iter().product();
+            let (x, w, u) = (draw(n, 4), draw(shape[2], 5), draw(n, 6));
+            let fused = run::<Ad>(&x, &w, &u, shape);
+            let generic = run::<N>(&x, &w, &u, shape);
+            for (f, g) in fused.iter().zip(&generic) {
+                f.assert_approx_eq::<f32>(g, Tolerance::absolute(1e-4).set_relative(1e-4));
             }
         }
     }
