@@ -451,7 +451,10 @@ fn a_full_disk_is_named_and_the_previous_checkpoint_stays_resumable() {
     ok(&run(&args, &["--max-steps", "1", "--save-every", "1"]));
     // Room for the metrics row and part of the next checkpoint, not all of it.
     let filler = fill_disk(&mnt, 60_000);
-    let failed = run(&args, &["--max-steps", "2", "--save-every", "1", "--resume"]);
+    let failed = run(
+        &args,
+        &["--max-steps", "2", "--save-every", "1", "--resume"],
+    );
     let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
     assert_eq!(failed.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -468,7 +471,10 @@ fn a_full_disk_is_named_and_the_previous_checkpoint_stays_resumable() {
     assert!(out.join("checkpoint-1/trainer_state.json").is_file());
     // With room again, the intact checkpoint resumes.
     std::fs::remove_file(&filler).unwrap();
-    ok(&run(&args, &["--max-steps", "2", "--save-every", "1", "--resume"]));
+    ok(&run(
+        &args,
+        &["--max-steps", "2", "--save-every", "1", "--resume"],
+    ));
     assert!(out.join("checkpoint-2/trainer_state.json").is_file());
     drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
@@ -509,7 +515,10 @@ fn interrupted_at(out: &Output, checkpoint_of: impl Fn(usize) -> PathBuf) -> usi
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{err}"));
     let ck = checkpoint_of(step);
-    assert!(last.contains(&arg(&ck)) && last.contains("--resume"), "{err}");
+    assert!(
+        last.contains(&arg(&ck)) && last.contains("--resume"),
+        "{err}"
+    );
     assert!(ck.is_dir(), "{}", ck.display());
     step
 }
@@ -526,7 +535,9 @@ fn sigterm_stops_finetune_after_a_step_with_a_checkpoint_that_resumes() {
     let stopped = signal_when(&long, "TERM", || lines(&metrics) >= 3);
     let step = interrupted_at(&stopped, |s| out.join(format!("checkpoint-{s}")));
     assert!(step >= 3);
-    assert!(out.join(format!("checkpoint-{step}/trainer_state.json")).is_file());
+    assert!(out
+        .join(format!("checkpoint-{step}/trainer_state.json"))
+        .is_file());
     assert_eq!(lines(&metrics), step, "one metrics row per finished step");
     assert_eq!(temporaries(&out), Vec::<String>::new());
     let more = (step + 2).to_string();
@@ -534,7 +545,11 @@ fn sigterm_stops_finetune_after_a_step_with_a_checkpoint_that_resumes() {
     let steps: Vec<u64> = std::fs::read_to_string(&metrics)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(steps, (1..=step as u64 + 2).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);

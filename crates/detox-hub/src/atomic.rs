@@ -114,7 +114,10 @@ fn set_in_progress(tmp: &Path, on: bool) {
 /// `Some(HubError::DiskFull)` when the write of `dir` (into `tmp`) failed for lack of space:
 /// the error names ENOSPC, or (for writers that hide the code) the disk is all but full.
 fn disk_full(dir: &Path, tmp: &Path, cause: &str) -> Option<HubError> {
-    let parent = dir.parent().filter(|p| p.exists()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| p.exists())
+        .unwrap_or(Path::new("."));
     let free = fs4::available_space(parent).ok();
     let says_enospc = cause.contains("os error 28") || cause.contains("No space left");
     if !says_enospc && free.is_none_or(|f| f >= FULL_BELOW) {
@@ -142,7 +145,14 @@ fn earlier_sibling_size(dir: &Path) -> Option<(String, u64)> {
         .flatten()
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(stem) && (n == name || stem != name))
+        // a name without a trailing number (`final`) has no siblings of its kind, only itself
+        .filter(|n| {
+            if stem == name {
+                n == name
+            } else {
+                n.starts_with(stem)
+            }
+        })
         .map(|n| {
             let size = dir_size(&dir.with_file_name(&n));
             (n, size)
@@ -230,7 +240,10 @@ mod tests {
             })
         });
         let err = r.unwrap_err().to_string();
-        assert!(err.contains("broken") && !err.contains("disk is full"), "{err}");
+        assert!(
+            err.contains("broken") && !err.contains("disk is full"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
         assert!(IN_PROGRESS.lock().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&d);
@@ -250,7 +263,10 @@ mod tests {
         });
         let err = r.unwrap_err().to_string();
         let want_file = dir.join("optimizer.mpk").display().to_string();
-        assert!(err.contains("disk is full") && err.contains(&want_file), "{err}");
+        assert!(
+            err.contains("disk is full") && err.contains(&want_file),
+            "{err}"
+        );
         assert!(err.contains("1000 B written"), "{err}");
         assert!(err.contains("checkpoint-1, takes 2.9 KiB"), "{err}");
         assert!(!err.contains(".tmp-"), "{err}");

@@ -310,7 +310,7 @@ impl Hub {
         std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
         let depth = Path::new(file).components().count() + 1;
         let target = format!("{}blobs/{}", "../".repeat(depth), meta.etag);
-        let tmp = sibling(&pointer, "link");
+        let tmp = crate::atomic::sibling(&pointer, "link");
         let _ = std::fs::remove_file(&tmp);
         symlink_or_copy(
             &target,
@@ -331,9 +331,8 @@ impl Hub {
         }
         let parent = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-        let tmp = sibling(&path, "tmp");
-        std::fs::write(&tmp, commit).map_err(|e| HubError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| HubError::io(&path, e))
+        crate::atomic::write_file_atomic(&path, commit.as_bytes())
+            .map_err(|e| HubError::io(&path, e))
     }
 
     /// The exclusive lock of one blob (released when the file is dropped), where
@@ -639,13 +638,6 @@ fn progress(file: &str, size: Option<u64>, start: u64) -> indicatif::ProgressBar
         }
         _ => indicatif::ProgressBar::hidden(),
     }
-}
-
-/// `path` with `.{tag}-{pid}` appended: a temp name next to it, unique to this process.
-fn sibling(path: &Path, tag: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{tag}-{}", std::process::id()));
-    PathBuf::from(name)
 }
 
 #[cfg(unix)]

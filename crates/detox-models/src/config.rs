@@ -236,7 +236,10 @@ impl RobertaConfig {
         }
         self.labels()?;
         probability("hidden_dropout_prob", self.hidden_dropout_prob)?;
-        probability("attention_probs_dropout_prob", self.attention_probs_dropout_prob)?;
+        probability(
+            "attention_probs_dropout_prob",
+            self.attention_probs_dropout_prob,
+        )?;
         if let Some(p) = self.classifier_dropout {
             probability("classifier_dropout", p)?;
         }

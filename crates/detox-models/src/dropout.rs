@@ -63,8 +63,13 @@ fn on_burn_flex<B: Backend>() -> bool {
 /// 64 bits from the backend's RNG, so that `B::seed` fixes every mask drawn after it.
 fn backend_seed<B: Backend>(device: &B::Device) -> u64 {
     let draw = Tensor::<B, 1>::random([2], Distribution::Uniform(0.0, 1.0), device);
-    let v = draw.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
-    v.iter().fold(0u64, |acc, x| (acc << 32) | u64::from(x.to_bits()))
+    let v = draw
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
+    v.iter()
+        .fold(0u64, |acc, x| (acc << 32) | u64::from(x.to_bits()))
 }
 
 /// `n` values, each `1 / keep` with probability `keep` and 0 otherwise; element `i` depends only
@@ -120,7 +125,10 @@ mod tests {
         assert_ne!(scaled_mask(100_000, 0.9, 3), scaled_mask(100_000, 0.9, 4));
         // neighbours are not correlated: runs of zeros are as long as chance makes them
         let m = scaled_mask(1 << 20, 0.5, 11);
-        let pairs = m.windows(2).filter(|w| (w[0] == 0.0) == (w[1] == 0.0)).count();
+        let pairs = m
+            .windows(2)
+            .filter(|w| (w[0] == 0.0) == (w[1] == 0.0))
+            .count();
         let share = pairs as f64 / (m.len() - 1) as f64;
         assert!((share - 0.5).abs() < 3e-3, "{share}");
     }

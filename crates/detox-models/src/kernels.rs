@@ -26,32 +26,47 @@ const CHUNK: usize = 1 << 14;
 /// Below this many elements a kernel runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// The f32 contiguous data of `t` if it is a burn-flex tensor, else `t` back.
-fn flex_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+/// `t`'s float primitive as `P` when that is `B`'s primitive type (a run-time check), else `t`
+/// back.
+pub(crate) fn primitive_as<P: 'static, B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+) -> Result<P, Tensor<B, D>> {
     let prim: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-    match prim.downcast::<FlexTensor>() {
-        Ok(f) if f.dtype() == DType::F32 => Ok(if f.is_contiguous() {
-            *f
-        } else {
-            f.to_contiguous()
-        }),
-        Ok(f) => Err(from_flex(*f)),
-        Err(other) => Err(Tensor::from_primitive(TensorPrimitive::Float(
+    prim.downcast::<P>().map(|p| *p).map_err(|other| {
+        Tensor::from_primitive(TensorPrimitive::Float(
             *other
                 .downcast::<B::FloatTensorPrimitive>()
                 .expect("the primitive came from this backend"),
-        ))),
+        ))
+    })
+}
+
+/// `p` as a tensor of `B` (only called where `B`'s float primitive is `P`).
+pub(crate) fn tensor_of<B: Backend, const D: usize, P: 'static>(p: P) -> Tensor<B, D> {
+    let prim: Box<dyn Any> = Box::new(p);
+    Tensor::from_primitive(TensorPrimitive::Float(
+        *prim
+            .downcast::<B::FloatTensorPrimitive>()
+            .expect("only tensors of this backend's primitive type are built here"),
+    ))
+}
+
+/// The f32 contiguous data of `t` if it is a burn-flex tensor, else `t` back.
+fn flex_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    match primitive_as::<FlexTensor, B, D>(t) {
+        Ok(f) if f.dtype() == DType::F32 => Ok(if f.is_contiguous() {
+            f
+        } else {
+            f.to_contiguous()
+        }),
+        Ok(f) => Err(from_flex(f)),
+        Err(t) => Err(t),
     }
 }
 
 /// A burn-flex tensor as a tensor of `B` (only called where `B` is burn-flex).
 fn from_flex<B: Backend, const D: usize>(f: FlexTensor) -> Tensor<B, D> {
-    let prim: Box<dyn Any> = Box::new(f);
-    Tensor::from_primitive(TensorPrimitive::Float(
-        *prim
-            .downcast::<B::FloatTensorPrimitive>()
-            .expect("only burn-flex tensors are built here"),
-    ))
+    tensor_of(f)
 }
 
 /// Both tensors as burn-flex f32 data, or both back as they came.
@@ -106,17 +121,19 @@ pub(crate) fn zip3_map(
     f: impl Fn(f32, f32, f32) -> f32 + Sync,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
-    let run = |(o, (a, (b, c))): (&mut [f32], (&[f32], (&[f32], &[f32])))| {
-        for (((o, &x), &y), &z) in o.iter_mut().zip(a).zip(b).zip(c) {
+    let run = |start: usize, o: &mut [f32]| {
+        let end = start + o.len();
+        let abc = a[start..end].iter().zip(&b[start..end]).zip(&c[start..end]);
+        for (o, ((&x, &y), &z)) in o.iter_mut().zip(abc) {
             *o = f(x, y, z);
         }
     };
     if a.len() < PARALLEL_MIN {
-        run((&mut out, (a, (b, c))));
+        run(0, &mut out);
     } else {
         out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK))))
-            .for_each(run);
+            .enumerate()
+            .for_each(|(i, o)| run(i * CHUNK, o));
     }
     out
 }
@@ -130,10 +147,12 @@ pub fn gelu_new_f32(x: f32) -> f32 {
     x * gelu_new_sigmoid(x)
 }
 
+/// `2 sqrt(2/pi)`, the factor of `x + 0.044715 x^3` inside [`gelu_new_sigmoid`].
+pub(crate) const TWO_SQRT_2_OVER_PI: f32 = 1.595_769;
+
 /// `sigmoid(2u) = (1 + tanh(u)) / 2` of [`gelu_new_f32`].
 #[inline]
 pub(crate) fn gelu_new_sigmoid(x: f32) -> f32 {
-    const TWO_SQRT_2_OVER_PI: f32 = 1.595_769_1;
     1.0 / (1.0 + (-TWO_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))).exp())
 }
 

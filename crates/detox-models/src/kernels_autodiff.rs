@@ -8,8 +8,6 @@
 //! the default `NoCheckpointing` strategy that `src/backend.rs` uses); anything else returns
 //! the inputs and the caller takes burn's generic ops, whose own backward then applies.
 
-use std::any::Any;
-
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -17,11 +15,12 @@ use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{binary, Backward, Ops, OpsKind};
-use rayon::prelude::*;
 use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
 
 use crate::kernels::{
-    data, gelu_new_f32, gelu_new_sigmoid, new_flex, softmax_bias_rows, zip3_map, zip_map,
+    data, gelu_new_f32, gelu_new_sigmoid, new_flex, primitive_as, softmax_bias_rows, tensor_of,
+    zip3_map, zip_map, TWO_SQRT_2_OVER_PI,
 };
 
 type Ad = Autodiff<Flex>;
@@ -29,26 +28,16 @@ type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
 
 /// `t`'s autodiff-over-burn-flex primitive (f32), or `t` back.
 fn into_ad<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<AdTensor, Tensor<B, D>> {
-    let prim: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-    match prim.downcast::<AdTensor>() {
-        Ok(t) if t.primitive.dtype() == DType::F32 => Ok(*t),
-        Ok(t) => Err(from_ad(*t)),
-        Err(other) => Err(Tensor::from_primitive(TensorPrimitive::Float(
-            *other
-                .downcast::<B::FloatTensorPrimitive>()
-                .expect("the primitive came from this backend"),
-        ))),
+    match primitive_as::<AdTensor, B, D>(t) {
+        Ok(t) if t.primitive.dtype() == DType::F32 => Ok(t),
+        Ok(t) => Err(from_ad(t)),
+        Err(t) => Err(t),
     }
 }
 
 /// An `Autodiff<Flex>` primitive as a tensor of `B` (only called where `B` is that backend).
 fn from_ad<B: Backend, const D: usize>(t: AdTensor) -> Tensor<B, D> {
-    let prim: Box<dyn Any> = Box::new(t);
-    Tensor::from_primitive(TensorPrimitive::Float(
-        *prim
-            .downcast::<B::FloatTensorPrimitive>()
-            .expect("only Autodiff<Flex> tensors are built here"),
-    ))
+    tensor_of(t)
 }
 
 fn contiguous(t: &FlexTensor) -> FlexTensor {
@@ -63,7 +52,6 @@ fn contiguous(t: &FlexTensor) -> FlexTensor {
 /// `s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
 #[inline]
 pub fn gelu_new_grad_f32(x: f32) -> f32 {
-    const TWO_SQRT_2_OVER_PI: f32 = 1.595_769_1;
     let s = gelu_new_sigmoid(x);
     s + x * s * (1.0 - s) * TWO_SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
 }
@@ -129,10 +117,10 @@ impl Backward<Flex, 2> for GeluNewMulBackward {
 
 /// Both tensors as `Autodiff<Flex>` primitives, or both back as they came.
 #[allow(clippy::type_complexity)]
-fn ad_pair<B: Backend, const D: usize>(
+fn ad_pair<B: Backend, const D: usize, const E: usize>(
     a: Tensor<B, D>,
-    b: Tensor<B, D>,
-) -> Result<(AdTensor, AdTensor), (Tensor<B, D>, Tensor<B, D>)> {
+    b: Tensor<B, E>,
+) -> Result<(AdTensor, AdTensor), (Tensor<B, D>, Tensor<B, E>)> {
     match (into_ad(a), into_ad(b)) {
         (Ok(a), Ok(b)) => Ok((a, b)),
         (Ok(a), Err(b)) => Err((from_ad(a), b)),
@@ -152,7 +140,10 @@ pub fn softmax_with_bias<B: Backend>(
     let (shape, bshape) = (scores.dims(), bias.dims());
     let (s, b) = ad_pair(scores, bias)?;
     let (xs, xb) = (contiguous(&s.primitive), contiguous(&b.primitive));
-    let y = new_flex(softmax_bias_rows(data(&xs), data(&xb), shape, bshape), &shape);
+    let y = new_flex(
+        softmax_bias_rows(data(&xs), data(&xb), shape, bshape),
+        &shape,
+    );
     let out = match SoftmaxBiasBackward
         .prepare::<NoCheckpointing>([s.node.clone(), b.node.clone()])
         .compute_bound()
@@ -212,12 +203,7 @@ pub fn rms_norm<B: Backend, const D: usize>(
     weight: Tensor<B, 1>,
     eps: f64,
 ) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, 1>)> {
-    let (x, w) = match (into_ad(x), into_ad(weight)) {
-        (Ok(x), Ok(w)) => (x, w),
-        (Ok(x), Err(w)) => return Err((from_ad(x), w)),
-        (Err(x), Ok(w)) => return Err((x, from_ad(w))),
-        (Err(x), Err(w)) => return Err((x, w)),
-    };
+    let (x, w) = ad_pair(x, weight)?;
     let (fx, fw) = (contiguous(&x.primitive), contiguous(&w.primitive));
     let shape = fx.layout().shape().to_vec();
     let d = shape[D - 1];
@@ -317,6 +303,15 @@ mod tests {
 
     type N = Autodiff<burn::backend::NdArray<f32>>;
 
+    /// `n` draws of N(0, std^2) from burn-flex's RNG seeded with `seed`.
+    fn normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
+        Flex::seed(&Default::default(), seed);
+        Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, std), &Default::default())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    }
+
     /// `(out, grad_a, grad_b)` of `sum(gelu_new(a) * b * w)` on backend `B` through the model's
     /// entry point (`kernels::gelu_new_mul`).
     fn run<B: burn::tensor::backend::AutodiffBackend>(
@@ -341,13 +336,7 @@ mod tests {
     fn fused_gated_gelu_matches_burns_composition_forward_and_backward() {
         let shape = [3, 70, 300]; // above the parallel threshold, not a multiple of the chunk
         let n: usize = shape.iter().product();
-        let draw = |seed| {
-            Flex::seed(&Default::default(), seed);
-            Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 2.0), &Default::default())
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap()
-        };
+        let draw = |seed| normal(n, 2.0, seed);
         let (a, b, w) = (draw(1), draw(2), draw(3));
         let fused = run::<Ad>(&a, &b, &w, shape);
         let generic = run::<N>(&a, &b, &w, shape);
@@ -363,7 +352,10 @@ mod tests {
         let n = |v: f32| Tensor::<N, 2>::full([2, 3], v, &Default::default()).require_grad();
         assert!(gelu_new_mul(n(1.0), n(2.0)).is_err());
         let f = |v: f32| Tensor::<Flex, 2>::full([2, 3], v, &Default::default());
-        assert!(gelu_new_mul(f(1.0), f(2.0)).is_err(), "inference has its own kernel");
+        assert!(
+            gelu_new_mul(f(1.0), f(2.0)).is_err(),
+            "inference has its own kernel"
+        );
         let s4 = |v: f32| Tensor::<Ad, 4>::full([1, 2, 3, 4], v, &Default::default());
         assert!(softmax_with_bias(s4(1.0), s4(0.0)).is_ok());
         let n4 = |v: f32| Tensor::<N, 4>::full([1, 2, 3, 4], v, &Default::default());
@@ -396,13 +388,7 @@ mod tests {
 
     #[test]
     fn fused_softmax_with_bias_matches_burns_composition_forward_and_backward() {
-        let draw = |n: usize, seed| {
-            Flex::seed(&Default::default(), seed);
-            Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 3.0), &Default::default())
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap()
-        };
+        let draw = |n: usize, seed| normal(n, 3.0, seed);
         // a position bias shared over the batch, a per-batch key mask, a full-size bias
         for (shape, bshape) in [
             ([2, 4, 33, 40], [1, 4, 33, 40]),
@@ -428,8 +414,8 @@ mod tests {
             shape: [usize; 3],
         ) -> [TensorData; 3] {
             let dev = Default::default();
-            let tx = Tensor::<B, 3>::from_data(TensorData::new(x.to_vec(), shape), &dev)
-                .require_grad();
+            let tx =
+                Tensor::<B, 3>::from_data(TensorData::new(x.to_vec(), shape), &dev).require_grad();
             let tw = Tensor::<B, 1>::from_data(TensorData::new(w.to_vec(), [shape[2]]), &dev)
                 .require_grad();
             let tu = Tensor::<B, 3>::from_data(TensorData::new(u.to_vec(), shape), &dev);
@@ -441,13 +427,7 @@ mod tests {
                 tw.grad(&grads).unwrap().into_data(),
             ]
         }
-        let draw = |n: usize, seed| {
-            Flex::seed(&Default::default(), seed);
-            Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 2.0), &Default::default())
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap()
-        };
+        let draw = |n: usize, seed| normal(n, 2.0, seed);
         for shape in [[2, 3, 8], [4, 37, 512]] {
             let n: usize = shape.iter().product();
             let (x, w, u) = (draw(n, 4), draw(shape[2], 5), draw(n, 6));

@@ -51,7 +51,11 @@ pub fn requested() -> bool {
 }
 
 fn on_signal(signal: i32) {
-    let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+    let name = if signal == SIGTERM {
+        "SIGTERM"
+    } else {
+        "SIGINT"
+    };
     if !REQUESTED.swap(true, Ordering::SeqCst) {
         eprintln!(
             "\n{name}: stopping after the current step (a checkpoint is saved first); \
