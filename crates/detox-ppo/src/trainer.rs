@@ -28,10 +28,11 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use detox_models::T5ForConditionalGeneration;
 use detox_rl::{
-    compute_advantages, compute_rewards, compute_rewards_full, global_norm_scale, ppo_loss,
-    record_step_stats, seq2seq_forward_outputs, to_vec_f32, ForwardOutputs, KlController,
-    KlPenalty, PpoConfig, RlError, RunningMoments, Stats,
+    compute_advantages, compute_rewards, compute_rewards_full, ppo_loss, record_step_stats,
+    seq2seq_forward_outputs, to_vec_f32, trl_clips_this_call, Advantages, ForwardOutputs,
+    KlController, KlPenalty, PpoConfig, Rewards, RlError, RunningMoments, Stats,
 };
+use detox_train::clip_grad_norm;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -59,6 +60,13 @@ impl HostMatrix {
             cols,
             data: to_vec_f32(t),
         }
+    }
+
+    /// [`of`](Self::of), with an error naming `name` if any element is not finite.
+    fn checked<B: Backend>(name: &str, t: Tensor<B, 2>) -> Result<Self, RlError> {
+        let m = Self::of(t);
+        check_finite(name, &m.data)?;
+        Ok(m)
     }
 
     pub fn row(&self, i: usize) -> &[f32] {
@@ -317,7 +325,8 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
     }
 
     /// [`step`](Self::step) with the permutation of each PPO epoch given (the parity tests
-    /// replay numpy's); `None` draws them from the trainer's seed.
+    /// replay numpy's); `None` draws them from the trainer's seed. Orchestration only, as
+    /// trl's `step`: each stage is a named function below.
     pub fn step_with_permutations(
         &mut self,
         queries: &[Vec<u32>],
@@ -326,284 +335,60 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         permutations: Option<&[Vec<usize>]>,
     ) -> Result<StepOutput, RlError> {
         let t0 = Instant::now();
-        let cfg = self.config.clone();
-        let bs = cfg.batch_size;
-        // _step_safety_checker
-        for (name, n) in [
-            ("queries", queries.len()),
-            ("responses", responses.len()),
-            ("scores", scores.len()),
-        ] {
-            if n != bs {
-                return Err(RlError::Batch(format!(
-                    "Batch size ({bs}) does not match number of examples - but got {n} for: {name}"
-                )));
-            }
-        }
-        if let Some(i) = queries.iter().position(Vec::is_empty) {
-            return Err(RlError::Batch(format!("query {i} is empty")));
-        }
-        if let Some(i) = responses.iter().position(|r| r.len() < 2) {
-            return Err(RlError::Batch(format!(
-                "response {i} has {} token(s); a seq2seq response starts with the decoder start \
-                 token and needs at least one generated token",
-                responses[i].len()
-            )));
-        }
-        if let Some(perms) = permutations {
-            if perms.len() < cfg.ppo_epochs
-                || perms.iter().any(|p| {
-                    let mut s = p.clone();
-                    s.sort_unstable();
-                    s != (0..bs).collect::<Vec<_>>()
-                })
-            {
-                return Err(RlError::Batch(format!(
-                    "need {} permutations of 0..{bs}",
-                    cfg.ppo_epochs
-                )));
-            }
-        }
-
-        // scores: scaling, then clipping
-        check_finite("scores", scores)?;
-        let mut scores = scores.to_vec();
-        if cfg.use_score_scaling {
-            self.state.running.update(&scores);
-            self.state.running.scale(&mut scores, cfg.use_score_norm);
-        }
-        let scores: Vec<f32> = scores.iter().map(|&s| cfg.clip_score(s)).collect();
-        check_finite("scores (scaled)", &scores)?;
-
+        step_safety_checker(&self.config, queries, responses, scores, permutations)?;
+        let scores = self.scale_scores(scores)?;
         let batch = PaddedBatch::new(queries, responses, self.pad);
         let device = self.device.clone();
-        let full_kl = cfg.kl_penalty == KlPenalty::Full;
-        let all_rows: Vec<usize> = (0..bs).collect();
-        let fbs = cfg.mini_batch_size.max(1);
 
-        // rollout forward passes (no gradient)
         let t = Instant::now();
-        let policy_eval = self.policy().valid();
-        // per chunk: logprobs, values, masks, ref logprobs; the [b, t, v] logits are kept only
-        // for the `full` KL penalty and dropped with the chunk's outputs otherwise
-        let (mut logprobs, mut values, mut masks, mut ref_lp) = (vec![], vec![], vec![], vec![]);
-        let mut pol_logits = Vec::new();
-        let mut ref_logits = Vec::new();
-        for rows in all_rows.chunks(fbs) {
-            let p = policy_forward(&policy_eval, &batch, rows, &device)?;
-            let r = reference_forward(&self.reference, &batch, rows, &device)?;
-            if full_kl {
-                pol_logits.push(p.logits);
-                ref_logits.push(r.logits);
-            }
-            logprobs.push(p.logprobs);
-            values.push(p.values);
-            masks.push(p.masks);
-            ref_lp.push(r.logprobs);
-        }
-        drop(policy_eval);
-        let all_logprobs = Tensor::cat(logprobs, 0);
-        let values = Tensor::cat(values, 0);
-        let masks = Tensor::cat(masks, 0);
-        let ref_logprobs = Tensor::cat(ref_lp, 0);
+        let mut rollout = self.batched_forward_pass(&batch)?;
         let time_forward = t.elapsed().as_secs_f64();
+        let host = RolloutHost::of(&rollout)?;
+        let (empty_rows, score_masks) = score_masks(&rollout.masks, &host.masks, &device)?;
 
-        let logprobs_h = HostMatrix::of(all_logprobs.clone());
-        let ref_logprobs_h = HostMatrix::of(ref_logprobs.clone());
-        let values_rollout_h = HostMatrix::of(values.clone());
-        let masks_h = HostMatrix::of(masks.clone());
-        check_finite("logprobs", &logprobs_h.data)?;
-        check_finite("ref_logprobs", &ref_logprobs_h.data)?;
-        check_finite("values", &values_rollout_h.data)?;
-
-        // rows without any response token keep their score out of the rewards: it lands on
-        // position 0, which the mask removes in compute_advantages.
-        let empty_rows: Vec<usize> = (0..bs)
-            .filter(|&r| masks_h.row(r).iter().all(|&m| m == 0.0))
-            .collect();
-        if empty_rows.len() == bs {
-            return Err(RlError::Batch(
-                "every response is empty (at most one generated token): nothing to train on".into(),
-            ));
-        }
-        let score_masks = if empty_rows.is_empty() {
-            masks.clone()
-        } else {
-            let mut m = masks_h.data.clone();
-            for &r in &empty_rows {
-                m[r * masks_h.cols] = 1.0;
-            }
-            Tensor::from_data(TensorData::new(m, [bs, masks_h.cols]), &device)
-        };
-
-        // rewards and advantages
         let t = Instant::now();
-        let scores_t =
-            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(scores.clone(), [bs]), &device);
+        let scores_t = Tensor::<B::InnerBackend, 1>::from_data(
+            TensorData::new(scores.clone(), [scores.len()]),
+            &device,
+        );
         let kl_coef = self.state.kl_ctl.value();
-        let rw = if full_kl {
-            compute_rewards_full(
-                scores_t.clone(),
-                Tensor::cat(pol_logits, 0),
-                Tensor::cat(ref_logits, 0),
-                score_masks,
-                kl_coef,
-            )?
-        } else {
-            compute_rewards(
-                scores_t.clone(),
-                all_logprobs.clone(),
-                ref_logprobs.clone(),
-                score_masks,
-                kl_coef,
-                cfg.kl_penalty,
-            )?
-        };
+        let rw = self.compute_rewards(scores_t.clone(), &mut rollout, score_masks, kl_coef)?;
         let time_rewards = t.elapsed().as_secs_f64();
-        let rewards_h = HostMatrix::of(rw.rewards.clone());
-        check_finite("rewards", &rewards_h.data)?;
+        let rewards_h = HostMatrix::checked("rewards", rw.rewards.clone())?;
+
         let t = Instant::now();
+        let cfg = &self.config;
         let adv = compute_advantages(
-            values,
+            rollout.values.clone(),
             rw.rewards.clone(),
-            masks.clone(),
+            rollout.masks.clone(),
             cfg.gamma,
             cfg.lam,
             cfg.whiten_rewards,
         )?;
         let time_adv = t.elapsed().as_secs_f64();
-        let advantages_h = HostMatrix::of(adv.advantages.clone());
-        let returns_h = HostMatrix::of(adv.returns.clone());
-        check_finite("advantages", &advantages_h.data)?;
-        check_finite("returns", &returns_h.data)?;
+        let advantages_h = HostMatrix::checked("advantages", adv.advantages.clone())?;
+        let returns_h = HostMatrix::checked("returns", adv.returns.clone())?;
 
-        // the PPO epochs
         let t = Instant::now();
-        let to_ad = |x: Tensor<B::InnerBackend, 2>| Tensor::<B, 2>::from_inner(x);
-        let old_logprobs = to_ad(all_logprobs.clone());
-        let old_values = to_ad(adv.values.clone());
-        let masks_ad = to_ad(masks.clone());
-        let advantages = to_ad(adv.advantages.clone());
-        let returns = to_ad(adv.returns.clone());
-        let ga = cfg.gradient_accumulation_steps.max(1);
-        let mut minibatches = Vec::new();
-        let mut train_stats: Vec<Stats> = Vec::new();
-        let mut early_stopped = false;
-        let mut accum = GradientsAccumulator::<Seq2SeqLMWithValueHead<B>>::new();
-        let mut pending = 0usize;
-        let loss_cfg = cfg.loss_config();
-        for epoch in 0..cfg.ppo_epochs {
-            let perm = match permutations {
-                Some(p) => p[epoch].clone(),
-                None => self.permutation(epoch),
-            };
-            let mut last_policykl = 0.0;
-            for rows in cfg.minibatches_from_permutation(&perm) {
-                let idx = Tensor::<B, 1, Int>::from_data(
-                    TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
-                    &device,
-                );
-                let pick = |x: &Tensor<B, 2>| x.clone().select(0, idx.clone());
-                let policy = self.policy.take().expect("policy present between steps");
-                let out = match policy_forward(&policy, &batch, &rows, &device) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        self.policy = Some(policy);
-                        return Err(e);
-                    }
-                };
-                let loss = ppo_loss(
-                    pick(&old_logprobs),
-                    pick(&old_values),
-                    out.logits,
-                    out.values,
-                    out.logprobs,
-                    pick(&masks_ad),
-                    pick(&advantages),
-                    pick(&returns),
-                    &loss_cfg,
-                );
-                let loss = match loss {
-                    Ok(l) => l,
-                    Err(e) => {
-                        self.policy = Some(policy);
-                        return Err(e);
-                    }
-                };
-                let total = loss.stats["loss/total"] as f32;
-                if !total.is_finite() {
-                    self.policy = Some(policy);
-                    return Err(RlError::NonFinite {
-                        tensor: "loss/total".into(),
-                        value: total,
-                    });
-                }
-                last_policykl = loss.stats["policy/policykl"];
-                minibatches.push(MinibatchRecord {
-                    rows: rows.clone(),
-                    pg_loss: loss.stats["loss/policy"] as f32,
-                    vf_loss: (loss.stats["loss/value"] * cfg.vf_coef) as f32,
-                    stats: loss.stats.clone(),
-                });
-                train_stats.push(loss.stats);
-                let mut l = loss.pg_loss + loss.vf_loss;
-                if ga > 1 {
-                    l = l.div_scalar(ga as f64);
-                }
-                let grads = GradientsParams::from_grads(l.backward(), &policy);
-                accum.accumulate(&policy, grads);
-                pending += 1;
-                let policy = if pending == ga {
-                    pending = 0;
-                    let mut grads = accum.grads();
-                    if let Some(max_norm) = cfg.max_grad_norm {
-                        let clip = !self.trl_clip_quirk || self.state.clip_calls == 0;
-                        self.state.clip_calls += 1;
-                        if clip {
-                            let sq = detox_train::clip::squared_sums(&policy, &grads);
-                            let scale = global_norm_scale(&sq, max_norm as f32);
-                            detox_train::clip::scale_grads(&policy, &mut grads, scale);
-                        }
-                    }
-                    self.optim.step(cfg.learning_rate, policy, grads)
-                } else {
-                    policy
-                };
-                self.policy = Some(policy);
-            }
-            if cfg.early_stop(last_policykl) {
-                // trl zeroes the gradients (already applied: an epoch holds whole backward
-                // batches) and skips the remaining epochs
-                early_stopped = true;
-                break;
-            }
-        }
+        let targets = Targets::<B>::new(&rollout, &adv);
+        let (minibatches, early_stopped) = self.train_epochs(&batch, &targets, permutations)?;
         let time_optimize = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let query_lens: Vec<usize> = queries.iter().map(Vec::len).collect();
-        let response_lens: Vec<usize> = responses.iter().map(Vec::len).collect();
-        let mut stats = record_step_stats(
+        let mut stats = self.record_step_stats(
             kl_coef,
             scores_t,
-            all_logprobs,
-            rw.non_score_rewards.clone(),
-            rw.kls.clone(),
-            masks,
-            &query_lens,
-            &response_lens,
-            &train_stats,
-        );
-        stats.insert("ppo/learning_rate".into(), cfg.learning_rate);
+            &rollout,
+            &rw,
+            queries,
+            responses,
+            &minibatches,
+        )?;
         let time_stats = t.elapsed().as_secs_f64();
-        let kl = stats["objective/kl"];
-        if !kl.is_finite() {
-            return Err(RlError::NonFinite {
-                tensor: "objective/kl".into(),
-                value: kl as f32,
-            });
-        }
-        self.state.kl_ctl.update(kl, bs);
+        self.state
+            .kl_ctl
+            .update(stats["objective/kl"], queries.len());
         self.state.steps_done += 1;
         for (k, v) in [
             ("time/ppo/forward_pass", time_forward),
@@ -617,10 +402,10 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         }
         let record = StepRecord {
             scores,
-            logprobs: logprobs_h,
-            ref_logprobs: ref_logprobs_h,
-            values_rollout: values_rollout_h,
-            masks: masks_h,
+            logprobs: host.logprobs,
+            ref_logprobs: host.ref_logprobs,
+            values_rollout: host.values,
+            masks: host.masks,
             rewards: rewards_h,
             non_score_reward: HostMatrix::of(rw.non_score_rewards),
             kls: HostMatrix::of(rw.kls),
@@ -632,5 +417,358 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
             empty_rows,
         };
         Ok(StepOutput { stats, record })
+    }
+
+    /// Score scaling ([`RunningMoments`], when `use_score_scaling`), then `score_clip`.
+    fn scale_scores(&mut self, scores: &[f32]) -> Result<Vec<f32>, RlError> {
+        check_finite("scores", scores)?;
+        let cfg = &self.config;
+        let mut scores = scores.to_vec();
+        if cfg.use_score_scaling {
+            self.state.running.update(&scores);
+            self.state.running.scale(&mut scores, cfg.use_score_norm);
+        }
+        let scores: Vec<f32> = scores.iter().map(|&s| cfg.clip_score(s)).collect();
+        check_finite("scores (scaled)", &scores)?;
+        Ok(scores)
+    }
+
+    /// The rollout `batched_forward_pass` of the policy (in eval mode) and of the reference over
+    /// the whole batch, without gradient, in chunks of `mini_batch_size`.
+    fn batched_forward_pass(
+        &self,
+        batch: &PaddedBatch,
+    ) -> Result<Rollout<B::InnerBackend>, RlError> {
+        let full_kl = self.config.kl_penalty == KlPenalty::Full;
+        let all_rows: Vec<usize> = (0..batch.batch).collect();
+        let policy = self.policy().valid();
+        let (mut logprobs, mut values, mut masks, mut ref_lp) = (vec![], vec![], vec![], vec![]);
+        let (mut pol_logits, mut ref_logits) = (vec![], vec![]);
+        for rows in all_rows.chunks(self.config.mini_batch_size.max(1)) {
+            let p = policy_forward(&policy, batch, rows, &self.device)?;
+            let r = reference_forward(&self.reference, batch, rows, &self.device)?;
+            if full_kl {
+                pol_logits.push(p.logits);
+                ref_logits.push(r.logits);
+            }
+            logprobs.push(p.logprobs);
+            values.push(p.values);
+            masks.push(p.masks);
+            ref_lp.push(r.logprobs);
+        }
+        Ok(Rollout {
+            logprobs: Tensor::cat(logprobs, 0),
+            values: Tensor::cat(values, 0),
+            masks: Tensor::cat(masks, 0),
+            ref_logprobs: Tensor::cat(ref_lp, 0),
+            full_logits: full_kl.then(|| (Tensor::cat(pol_logits, 0), Tensor::cat(ref_logits, 0))),
+        })
+    }
+
+    /// `compute_rewards` with the KL controller's coefficient (the `full` variant takes the
+    /// rollout's logits, which are dropped with it).
+    fn compute_rewards(
+        &self,
+        scores: Tensor<B::InnerBackend, 1>,
+        rollout: &mut Rollout<B::InnerBackend>,
+        score_masks: Tensor<B::InnerBackend, 2>,
+        kl_coef: f64,
+    ) -> Result<Rewards<B::InnerBackend>, RlError> {
+        match rollout.full_logits.take() {
+            Some((logits, ref_logits)) => {
+                compute_rewards_full(scores, logits, ref_logits, score_masks, kl_coef)
+            }
+            None => compute_rewards(
+                scores,
+                rollout.logprobs.clone(),
+                rollout.ref_logprobs.clone(),
+                score_masks,
+                kl_coef,
+                self.config.kl_penalty,
+            ),
+        }
+    }
+
+    /// `ppo_epochs` × a permutation of the batch cut into minibatches ([`train_minibatch`]),
+    /// one optimizer step every `gradient_accumulation_steps` minibatches, early stopping on
+    /// `policykl` after each epoch. Returns the minibatches' records and whether it stopped
+    /// early.
+    ///
+    /// [`train_minibatch`]: Self::train_minibatch
+    fn train_epochs(
+        &mut self,
+        batch: &PaddedBatch,
+        targets: &Targets<B>,
+        permutations: Option<&[Vec<usize>]>,
+    ) -> Result<(Vec<MinibatchRecord>, bool), RlError> {
+        let ga = self.config.gradient_accumulation_steps.max(1);
+        let mut minibatches = Vec::new();
+        let mut accum = GradientsAccumulator::<Seq2SeqLMWithValueHead<B>>::new();
+        let mut pending = 0usize;
+        for epoch in 0..self.config.ppo_epochs {
+            let perm = match permutations {
+                Some(p) => p[epoch].clone(),
+                None => self.permutation(epoch),
+            };
+            let mut last_policykl = 0.0;
+            for rows in self.config.minibatches_from_permutation(&perm) {
+                let record = self.train_minibatch(batch, targets, rows, ga, &mut accum)?;
+                last_policykl = record.stats["policy/policykl"];
+                minibatches.push(record);
+                pending += 1;
+                if pending == ga {
+                    pending = 0;
+                    self.optimizer_step(accum.grads());
+                }
+            }
+            if self.config.early_stop(last_policykl) {
+                // trl zeroes the gradients (already applied: an epoch holds whole backward
+                // batches) and skips the remaining epochs
+                return Ok((minibatches, true));
+            }
+        }
+        Ok((minibatches, false))
+    }
+
+    /// One minibatch of `train_minibatch`: a forward pass with gradient, `loss`, and the
+    /// backward pass of `(pg_loss + vf_loss) / gradient_accumulation_steps` into `accum`. Only
+    /// reads the policy, so an error leaves it as it was.
+    fn train_minibatch(
+        &self,
+        batch: &PaddedBatch,
+        targets: &Targets<B>,
+        rows: Vec<usize>,
+        ga: usize,
+        accum: &mut GradientsAccumulator<Seq2SeqLMWithValueHead<B>>,
+    ) -> Result<MinibatchRecord, RlError> {
+        let policy = self.policy();
+        let out = policy_forward(policy, batch, &rows, &self.device)?;
+        let [old_logprobs, old_values, masks, advantages, returns] =
+            targets.rows(&rows, &self.device);
+        let loss = ppo_loss(
+            old_logprobs,
+            old_values,
+            out.logits,
+            out.values,
+            out.logprobs,
+            masks,
+            advantages,
+            returns,
+            &self.config.loss_config(),
+        )?;
+        let total = loss.stats["loss/total"] as f32;
+        if !total.is_finite() {
+            return Err(RlError::NonFinite {
+                tensor: "loss/total".into(),
+                value: total,
+            });
+        }
+        let mut l = loss.pg_loss + loss.vf_loss;
+        if ga > 1 {
+            l = l.div_scalar(ga as f64);
+        }
+        accum.accumulate(policy, GradientsParams::from_grads(l.backward(), policy));
+        Ok(MinibatchRecord {
+            rows,
+            pg_loss: loss.stats["loss/policy"] as f32,
+            vf_loss: (loss.stats["loss/value"] * self.config.vf_coef) as f32,
+            stats: loss.stats,
+        })
+    }
+
+    /// The optional global-norm clipping (trl's first-call-only quirk included, see
+    /// [`trl_clip_quirk`](Self::trl_clip_quirk)) and one Adam step: the one place the policy is
+    /// replaced.
+    fn optimizer_step(&mut self, mut grads: GradientsParams) {
+        let policy = self.policy.take().expect("policy present between steps");
+        if let Some(max_norm) = self.config.max_grad_norm {
+            let clips = !self.trl_clip_quirk || trl_clips_this_call(self.state.clip_calls);
+            self.state.clip_calls += 1;
+            if clips {
+                clip_grad_norm(&policy, &mut grads, max_norm);
+            }
+        }
+        self.policy = Some(self.optim.step(self.config.learning_rate, policy, grads));
+    }
+
+    /// `record_step_stats` (+ `ppo/learning_rate`); a non-finite `objective/kl` stops the step
+    /// before the KL controller sees it.
+    #[allow(clippy::too_many_arguments)]
+    fn record_step_stats(
+        &self,
+        kl_coef: f64,
+        scores: Tensor<B::InnerBackend, 1>,
+        rollout: &Rollout<B::InnerBackend>,
+        rw: &Rewards<B::InnerBackend>,
+        queries: &[Vec<u32>],
+        responses: &[Vec<u32>],
+        minibatches: &[MinibatchRecord],
+    ) -> Result<Stats, RlError> {
+        let query_lens: Vec<usize> = queries.iter().map(Vec::len).collect();
+        let response_lens: Vec<usize> = responses.iter().map(Vec::len).collect();
+        let train_stats: Vec<Stats> = minibatches.iter().map(|m| m.stats.clone()).collect();
+        let mut stats = record_step_stats(
+            kl_coef,
+            scores,
+            rollout.logprobs.clone(),
+            rw.non_score_rewards.clone(),
+            rw.kls.clone(),
+            rollout.masks.clone(),
+            &query_lens,
+            &response_lens,
+            &train_stats,
+        );
+        stats.insert("ppo/learning_rate".into(), self.config.learning_rate);
+        let kl = stats["objective/kl"];
+        if !kl.is_finite() {
+            return Err(RlError::NonFinite {
+                tensor: "objective/kl".into(),
+                value: kl as f32,
+            });
+        }
+        Ok(stats)
+    }
+}
+
+/// trl's `_step_safety_checker`: one query, response and score per batch row, no empty query,
+/// every response at least the decoder start token and one generated token; given
+/// permutations must be `ppo_epochs` permutations of the batch rows.
+fn step_safety_checker(
+    cfg: &PpoConfig,
+    queries: &[Vec<u32>],
+    responses: &[Vec<u32>],
+    scores: &[f32],
+    permutations: Option<&[Vec<usize>]>,
+) -> Result<(), RlError> {
+    let bs = cfg.batch_size;
+    for (name, n) in [
+        ("queries", queries.len()),
+        ("responses", responses.len()),
+        ("scores", scores.len()),
+    ] {
+        if n != bs {
+            return Err(RlError::Batch(format!(
+                "Batch size ({bs}) does not match number of examples - but got {n} for: {name}"
+            )));
+        }
+    }
+    if let Some(i) = queries.iter().position(Vec::is_empty) {
+        return Err(RlError::Batch(format!("query {i} is empty")));
+    }
+    if let Some(i) = responses.iter().position(|r| r.len() < 2) {
+        return Err(RlError::Batch(format!(
+            "response {i} has {} token(s); a seq2seq response starts with the decoder start \
+             token and needs at least one generated token",
+            responses[i].len()
+        )));
+    }
+    let is_permutation = |p: &Vec<usize>| {
+        let mut s = p.clone();
+        s.sort_unstable();
+        s == (0..bs).collect::<Vec<_>>()
+    };
+    match permutations {
+        Some(perms) if perms.len() < cfg.ppo_epochs || !perms.iter().all(is_permutation) => Err(
+            RlError::Batch(format!("need {} permutations of 0..{bs}", cfg.ppo_epochs)),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The rollout of one step (`batched_forward_pass` of the policy and of the reference).
+struct Rollout<B: Backend> {
+    logprobs: Tensor<B, 2>,
+    /// The values as the forward pass returns them (not masked).
+    values: Tensor<B, 2>,
+    masks: Tensor<B, 2>,
+    ref_logprobs: Tensor<B, 2>,
+    /// The `[b, t, v]` logits of the policy and the reference, kept only for the `full` KL
+    /// penalty (dropped chunk by chunk otherwise).
+    full_logits: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+}
+
+/// The rollout read back to the host for the step's record, each tensor checked finite.
+struct RolloutHost {
+    logprobs: HostMatrix,
+    ref_logprobs: HostMatrix,
+    values: HostMatrix,
+    masks: HostMatrix,
+}
+
+impl RolloutHost {
+    fn of<B: Backend>(r: &Rollout<B>) -> Result<Self, RlError> {
+        Ok(Self {
+            logprobs: HostMatrix::checked("logprobs", r.logprobs.clone())?,
+            ref_logprobs: HostMatrix::checked("ref_logprobs", r.ref_logprobs.clone())?,
+            values: HostMatrix::checked("values", r.values.clone())?,
+            masks: HostMatrix::of(r.masks.clone()),
+        })
+    }
+}
+
+/// The rows whose response mask is empty and the mask `compute_rewards` places the scores
+/// with: such a row keeps its score out of the rewards by putting it on position 0, which the
+/// mask removes in `compute_advantages`. Every row empty is an error.
+fn score_masks<B: Backend>(
+    masks: &Tensor<B, 2>,
+    host: &HostMatrix,
+    device: &B::Device,
+) -> Result<(Vec<usize>, Tensor<B, 2>), RlError> {
+    let empty_rows: Vec<usize> = (0..host.rows)
+        .filter(|&r| host.row(r).iter().all(|&m| m == 0.0))
+        .collect();
+    if empty_rows.len() == host.rows {
+        return Err(RlError::Batch(
+            "every response is empty (at most one generated token): nothing to train on".into(),
+        ));
+    }
+    if empty_rows.is_empty() {
+        return Ok((empty_rows, masks.clone()));
+    }
+    let mut m = host.data.clone();
+    for &r in &empty_rows {
+        m[r * host.cols] = 1.0;
+    }
+    let t = Tensor::from_data(TensorData::new(m, [host.rows, host.cols]), device);
+    Ok((empty_rows, t))
+}
+
+/// What the minibatch updates compare with, on the autodiff backend (no gradient): the
+/// rollout's log-probs, the masked values of `compute_advantages`, the masks, the advantages
+/// and the returns.
+struct Targets<B: AutodiffBackend> {
+    old_logprobs: Tensor<B, 2>,
+    old_values: Tensor<B, 2>,
+    masks: Tensor<B, 2>,
+    advantages: Tensor<B, 2>,
+    returns: Tensor<B, 2>,
+}
+
+impl<B: AutodiffBackend> Targets<B> {
+    fn new(rollout: &Rollout<B::InnerBackend>, adv: &Advantages<B::InnerBackend>) -> Self {
+        let lift = |x: &Tensor<B::InnerBackend, 2>| Tensor::<B, 2>::from_inner(x.clone());
+        Self {
+            old_logprobs: lift(&rollout.logprobs),
+            old_values: lift(&adv.values),
+            masks: lift(&rollout.masks),
+            advantages: lift(&adv.advantages),
+            returns: lift(&adv.returns),
+        }
+    }
+
+    /// `[old_logprobs, old_values, masks, advantages, returns]` of `rows`.
+    fn rows(&self, rows: &[usize], device: &B::Device) -> [Tensor<B, 2>; 5] {
+        let idx = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
+            device,
+        );
+        [
+            &self.old_logprobs,
+            &self.old_values,
+            &self.masks,
+            &self.advantages,
+            &self.returns,
+        ]
+        .map(|x| x.clone().select(0, idx.clone()))
     }
 }

@@ -117,49 +117,23 @@ pub fn ppo_loss<B: Backend>(
     returns: Tensor<B, 2>,
     cfg: &PpoLossConfig,
 ) -> Result<PpoLossOutput<B>> {
-    let dims = mask.dims();
-    for (name, d) in [
-        ("old_logprobs", old_logprobs.dims()),
-        ("values", values.dims()),
-        ("vpreds", vpreds.dims()),
-        ("logprobs", logprobs.dims()),
-        ("advantages", advantages.dims()),
-        ("returns", returns.dims()),
-    ] {
-        if d != dims {
-            return Err(RlError::Shape(format!("{name} {d:?} vs mask {dims:?}")));
-        }
-    }
-    let [lb, lt, _] = logits.dims();
-    if [lb, lt] != dims {
-        return Err(RlError::Shape(format!(
-            "logits {:?} vs mask {dims:?}",
-            logits.dims()
-        )));
-    }
-
+    check_shapes(
+        &mask,
+        &logits,
+        [
+            ("old_logprobs", &old_logprobs),
+            ("values", &values),
+            ("vpreds", &vpreds),
+            ("logprobs", &logprobs),
+            ("advantages", &advantages),
+            ("returns", &returns),
+        ],
+    )?;
     let mm = |x: Tensor<B, 2>| scalar(masked_mean(x, mask.clone(), None));
 
-    let vpredclipped = clip_by_value(
-        vpreds.clone(),
-        values.clone().sub_scalar(cfg.cliprange_value),
-        values.clone().add_scalar(cfg.cliprange_value),
-    );
-    let vf_losses1 = (vpreds.clone() - returns.clone()).square();
-    let vf_losses2 = (vpredclipped - returns.clone()).square();
-    let mut vf_loss = mm(vf_losses1.clone().max_pair(vf_losses2.clone())).mul_scalar(0.5);
-    let vf_clipfrac = mm(vf_losses2.greater(vf_losses1).float());
-
+    let (mut vf_loss, vf_clipfrac) = value_loss(&vpreds, &values, &returns, cfg, mm);
     let ratio = (logprobs.clone() - old_logprobs.clone()).exp();
-    let neg_adv = advantages.clone().neg();
-    let pg_losses = neg_adv.clone() * ratio.clone();
-    let pg_losses2 = neg_adv
-        * ratio
-            .clone()
-            .clamp(1.0 - cfg.cliprange, 1.0 + cfg.cliprange);
-    let mut pg_loss = mm(pg_losses.clone().max_pair(pg_losses2.clone()));
-    let pg_clipfrac = mm(pg_losses2.greater(pg_losses).float());
-
+    let (mut pg_loss, pg_clipfrac) = policy_loss(&ratio, &advantages, cfg, mm);
     let mut loss = pg_loss.clone() + vf_loss.clone().mul_scalar(cfg.vf_coef);
 
     let avg_ratio = item(mm(ratio.clone().detach()));
@@ -170,39 +144,27 @@ pub fn ppo_loss<B: Backend>(
         loss = loss.mul_scalar(0.0);
     }
 
-    let entropy = mm(entropy_from_logits(logits.detach()));
     let lp = logprobs.detach();
     let old = old_logprobs.detach();
-    let approxkl = mm((lp.clone() - old.clone()).square()).mul_scalar(0.5);
-    let policykl = mm(old - lp);
-
     let returns_d = returns.detach();
     let values_d = values.detach();
-    let vpreds_d = vpreds.clone().detach();
-    let return_mean = mm(returns_d.clone());
-    let return_var = scalar(masked_var(returns_d.clone(), mask.clone(), true)?);
-    let value_mean = mm(values_d.clone());
-    let value_var = scalar(masked_var(values_d, mask.clone(), true)?);
-    let advantages_mean = mm(advantages.detach());
-    let vpred_mean = mm(vpreds_d.clone());
-    let val_error = mm((vpreds_d - returns_d).square());
-
+    let vpreds_d = vpreds.detach();
     let scalars: Vec<Tensor<B, 1>> = vec![
         pg_loss.clone().detach(),
         vf_loss.clone().detach(),
         loss.detach(),
-        entropy,
-        approxkl,
-        policykl,
+        mm(entropy_from_logits(logits.detach())),
+        mm((lp.clone() - old.clone()).square()).mul_scalar(0.5),
+        mm(old - lp),
         pg_clipfrac,
-        advantages_mean,
-        return_mean,
-        return_var,
-        vpred_mean,
-        val_error,
+        mm(advantages.detach()),
+        mm(returns_d.clone()),
+        scalar(masked_var(returns_d.clone(), mask.clone(), true)?),
+        mm(vpreds_d.clone()),
+        mm((vpreds_d - returns_d).square()),
         vf_clipfrac,
-        value_mean,
-        value_var,
+        mm(values_d.clone()),
+        scalar(masked_var(values_d, mask.clone(), true)?),
     ];
     let host = to_vec_f32(Tensor::cat(scalars, 0));
     let stats: Stats = LOSS_STAT_KEYS
@@ -219,4 +181,67 @@ pub fn ppo_loss<B: Backend>(
         avg_ratio,
         skipped,
     })
+}
+
+/// Every `[b, t]` input of [`ppo_loss`] has the mask's shape, and `logits` is `[b, t, v]`.
+fn check_shapes<B: Backend>(
+    mask: &Tensor<B, 2>,
+    logits: &Tensor<B, 3>,
+    inputs: [(&str, &Tensor<B, 2>); 6],
+) -> Result<()> {
+    let dims = mask.dims();
+    for (name, t) in inputs {
+        let d = t.dims();
+        if d != dims {
+            return Err(RlError::Shape(format!("{name} {d:?} vs mask {dims:?}")));
+        }
+    }
+    let [lb, lt, _] = logits.dims();
+    if [lb, lt] != dims {
+        return Err(RlError::Shape(format!(
+            "logits {:?} vs mask {dims:?}",
+            logits.dims()
+        )));
+    }
+    Ok(())
+}
+
+/// The clipped value loss `0.5 * masked_mean(max(vf_losses1, vf_losses2))` (unscaled by
+/// `vf_coef`) and `vf_clipfrac`; `mm` is the masked mean.
+fn value_loss<B: Backend>(
+    vpreds: &Tensor<B, 2>,
+    values: &Tensor<B, 2>,
+    returns: &Tensor<B, 2>,
+    cfg: &PpoLossConfig,
+    mm: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let vpredclipped = clip_by_value(
+        vpreds.clone(),
+        values.clone().sub_scalar(cfg.cliprange_value),
+        values.clone().add_scalar(cfg.cliprange_value),
+    );
+    let vf_losses1 = (vpreds.clone() - returns.clone()).square();
+    let vf_losses2 = (vpredclipped - returns.clone()).square();
+    let vf_loss = mm(vf_losses1.clone().max_pair(vf_losses2.clone())).mul_scalar(0.5);
+    let vf_clipfrac = mm(vf_losses2.greater(vf_losses1).float());
+    (vf_loss, vf_clipfrac)
+}
+
+/// The clipped policy loss `masked_mean(max(-adv * ratio, -adv * clamp(ratio)))` and
+/// `pg_clipfrac`; `mm` is the masked mean.
+fn policy_loss<B: Backend>(
+    ratio: &Tensor<B, 2>,
+    advantages: &Tensor<B, 2>,
+    cfg: &PpoLossConfig,
+    mm: impl Fn(Tensor<B, 2>) -> Tensor<B, 1>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let neg_adv = advantages.clone().neg();
+    let pg_losses = neg_adv.clone() * ratio.clone();
+    let pg_losses2 = neg_adv
+        * ratio
+            .clone()
+            .clamp(1.0 - cfg.cliprange, 1.0 + cfg.cliprange);
+    let pg_loss = mm(pg_losses.clone().max_pair(pg_losses2.clone()));
+    let pg_clipfrac = mm(pg_losses2.greater(pg_losses).float());
+    (pg_loss, pg_clipfrac)
 }

@@ -3,29 +3,14 @@
 //!
 //! torch: `total = ||(||g_1||, …, ||g_n||)||₂ = sqrt(Σ_i Σ g_i²)`,
 //! `coef = max_norm / (total + 1e-6)`, and every gradient is multiplied by `min(coef, 1)`
-//! (so only when `coef < 1` does anything change). The pre-clip `total` is returned.
+//! (so only when `coef < 1` does anything change). The pre-clip `total` is returned. The
+//! arithmetic (`total`, `coef`) is `detox_rl::grad`'s; this file walks a module's gradients.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-
-struct SquaredSum<'a, B: AutodiffBackend> {
-    grads: &'a GradientsParams,
-    sum: Option<Tensor<B::InnerBackend, 1>>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredSum<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s = g.square().sum();
-            self.sum = Some(match self.sum.take() {
-                Some(acc) => acc + s,
-                None => s,
-            });
-        }
-    }
-}
+use detox_rl::{global_grad_norm, global_norm_scale};
 
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
@@ -38,19 +23,6 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
             self.grads
                 .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
         }
-    }
-}
-
-/// The L2 norm of all gradients of `module`'s parameters in `grads` (0 when there are none).
-pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
-    module: &M,
-    grads: &GradientsParams,
-) -> f64 {
-    let mut v = SquaredSum::<B> { grads, sum: None };
-    module.visit(&mut v);
-    match v.sum {
-        Some(s) => (s.into_scalar().elem::<f32>() as f64).sqrt(),
-        None => 0.0,
     }
 }
 
@@ -98,21 +70,31 @@ pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     module.visit(&mut v);
 }
 
-/// `clip_grad_norm_(module.parameters(), max_norm)`: scales the gradients in place when their
-/// global norm exceeds `max_norm` and returns the norm before clipping. A non-finite norm is
-/// returned as is and, as in torch (`error_if_nonfinite=False`), turns the gradients non-finite;
-/// the caller decides what to do with such a step.
+/// The L2 norm of all gradients of `module`'s parameters in `grads` (0 when there are none):
+/// [`global_grad_norm`] of their [`squared_sums`].
+pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> f64 {
+    global_grad_norm(&squared_sums(module, grads)) as f64
+}
+
+/// `clip_grad_norm_(module.parameters(), max_norm)`: scales the gradients in place by
+/// [`global_norm_scale`] when their global norm exceeds `max_norm` and returns the norm before
+/// clipping. A non-finite norm is returned as is and, as in torch (`error_if_nonfinite=False`),
+/// turns the gradients non-finite; the caller decides what to do with such a step. The one
+/// clipping function of fine-tuning and PPO.
 pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
 ) -> f64 {
-    let total = grad_norm(module, grads);
-    let coef = max_norm as f32 / (total as f32 + 1e-6);
-    if coef < 1.0 || coef.is_nan() {
-        scale_grads(module, grads, coef);
+    let sq = squared_sums(module, grads);
+    let scale = global_norm_scale(&sq, max_norm as f32);
+    if scale != 1.0 {
+        scale_grads(module, grads, scale);
     }
-    total
+    global_grad_norm(&sq) as f64
 }
 
 #[cfg(test)]
