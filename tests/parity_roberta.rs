@@ -5,7 +5,7 @@ mod common;
 
 use burn::prelude::*;
 use common::{assert_close, assert_slices_close, fixtures, Reference};
-use detox_models::attention::additive_mask;
+use detox_models::mask::additive_mask;
 use detox_models::roberta::position_ids;
 use detox_models::RobertaForSequenceClassification;
 

@@ -7,7 +7,7 @@ mod common;
 use burn::prelude::*;
 use common::{assert_close, assert_slices_close, fixtures, pad_rows, Reference};
 use detox_generate::{generate, GenerationConfig};
-use detox_models::attention::{additive_mask, causal_mask_bias};
+use detox_models::mask::{additive_mask, causal_mask_bias};
 use detox_models::t5::relative_position_buckets;
 use detox_models::T5ForConditionalGeneration;
 use rand::SeedableRng;

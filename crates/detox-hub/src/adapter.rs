@@ -61,8 +61,48 @@ pub fn load_adapter<B: Backend, M: LoraTarget<B> + ModuleSnapshot<B>>(
         .map(|(n, l)| (n, (l.d_in(), l.d_out())))
         .collect();
 
+    check_adapter_tensors(&file, &config, &adapted, &shapes)?;
+
+    let mut remap = vec![(format!("^{}", regex::escape(PREFIX)), String::new())];
+    remap.extend(names.remap.iter().cloned());
+    let mut store = SafetensorsStore::from_file(&file)
+        .with_from_adapter(WidenToF32.chain(PyTorchToBurnAdapter))
+        .remap(KeyRemapper::from_patterns(remap).expect("name-map regex"))
+        .allow_partial(true)
+        .validate(false);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| bad(format!("cannot read tensors: {e}")))?;
+    if !result.errors.is_empty() || result.applied.len() != 2 * adapted.len() {
+        return Err(bad(format!(
+            "loaded {} of {} LoRA tensors{}",
+            result.applied.len(),
+            2 * adapted.len(),
+            result
+                .errors
+                .iter()
+                .map(|e| format!("; {e}"))
+                .collect::<String>()
+        )));
+    }
+    Ok(config)
+}
+
+/// Checks the header of an adapter file before loading: every tensor is a `lora_A` / `lora_B`
+/// weight of an `adapted` module with the configured rank (`shapes`: each adapted module's
+/// `(d_in, d_out)`), and every adapted module gets both.
+fn check_adapter_tensors(
+    file: &Path,
+    config: &LoraConfig,
+    adapted: &[String],
+    shapes: &BTreeMap<String, (usize, usize)>,
+) -> Result<(), HubError> {
+    let bad = |msg: String| HubError::Weights {
+        path: file.to_path_buf(),
+        msg,
+    };
     let mut seen = BTreeSet::new();
-    for t in read_safetensors_header(&file)? {
+    for t in read_safetensors_header(file)? {
         let name = t.name.strip_prefix(PREFIX).unwrap_or(&t.name);
         let (module, which) = name
             .strip_suffix(".lora_A.weight")
@@ -105,30 +145,7 @@ pub fn load_adapter<B: Backend, M: LoraTarget<B> + ModuleSnapshot<B>>(
             missing.join(", ")
         )));
     }
-
-    let mut remap = vec![(format!("^{}", regex::escape(PREFIX)), String::new())];
-    remap.extend(names.remap.iter().cloned());
-    let mut store = SafetensorsStore::from_file(&file)
-        .with_from_adapter(WidenToF32.chain(PyTorchToBurnAdapter))
-        .remap(KeyRemapper::from_patterns(remap).expect("name-map regex"))
-        .allow_partial(true)
-        .validate(false);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| bad(format!("cannot read tensors: {e}")))?;
-    if !result.errors.is_empty() || result.applied.len() != 2 * adapted.len() {
-        return Err(bad(format!(
-            "loaded {} of {} LoRA tensors{}",
-            result.applied.len(),
-            2 * adapted.len(),
-            result
-                .errors
-                .iter()
-                .map(|e| format!("; {e}"))
-                .collect::<String>()
-        )));
-    }
-    Ok(config)
+    Ok(())
 }
 
 /// Writes `model`'s adapters as a peft adapter directory, atomically: files go to a temporary

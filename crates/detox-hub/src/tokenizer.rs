@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use burn::prelude::*;
+
 use crate::HubError;
 
 /// A batch of right-padded token ids with its attention mask, row-major `[batch, len]`.
@@ -16,6 +18,35 @@ pub struct EncodedBatch {
     pub len: usize,
     /// Unpadded ids per row.
     pub rows: Vec<Vec<u32>>,
+}
+
+impl EncodedBatch {
+    /// `(input_ids, attention_mask)` as `[batch, len]` tensors on `device`.
+    pub fn tensors<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+        let shape = [self.batch, self.len];
+        let t = |v: &[i64]| Tensor::from_data(TensorData::new(v.to_vec(), shape), device);
+        (t(&self.ids), t(&self.mask))
+    }
+
+    /// The `[len(rows), len]` ids and mask tensors of some of the batch's rows.
+    pub fn rows_tensors<B: Backend>(
+        &self,
+        rows: &[usize],
+        device: &B::Device,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+        let w = self.len;
+        let t = |v: &[i64]| {
+            let data: Vec<i64> = rows
+                .iter()
+                .flat_map(|&r| v[r * w..(r + 1) * w].iter().copied())
+                .collect();
+            Tensor::from_data(TensorData::new(data, [rows.len(), w]), device)
+        };
+        (t(&self.ids), t(&self.mask))
+    }
 }
 
 /// A tokenizer bound to a model: its pad id and the longest input the model takes.

@@ -252,11 +252,6 @@ pub fn load_into<B: Backend, M: ModuleSnapshot<B>>(
     files: &[PathBuf],
     names: &NameMap,
 ) -> Result<LoadReport, HubError> {
-    let ignore: Vec<regex::Regex> = names
-        .ignore
-        .iter()
-        .map(|p| regex::Regex::new(p).expect("name-map regex"))
-        .collect();
     // Expected tensors: the module's own paths and shapes.
     let expected: BTreeMap<String, Vec<usize>> = module
         .collect(None, None, false)
@@ -264,49 +259,15 @@ pub fn load_into<B: Backend, M: ModuleSnapshot<B>>(
         .map(|s| (s.full_path(), s.shape.to_vec()))
         .collect();
     let remapper = KeyRemapper::from_patterns(names.remap.clone()).expect("name-map regex");
-    let remap_name = |n: &str| {
-        let mut out = n.to_string();
-        for (re, to) in remapper.to_regex_pairs() {
-            out = re.replace_all(&out, to.as_str()).into_owned();
-        }
-        out
-    };
-
+    let mut fit = Fit::new(names, &remapper);
     let mut applied = BTreeSet::new();
-    let mut present = BTreeSet::new();
-    let mut unexpected = Vec::new();
-    let mut shape_errors = Vec::new();
     let mut report = LoadReport {
         files: files.to_vec(),
         ..Default::default()
     };
     for file in files {
-        let infos = read_safetensors_header(file)?;
-        for info in &infos {
-            let target = remap_name(&info.name);
-            if ignore.iter().any(|re| re.is_match(&info.name)) {
-                report.ignored.push(info.name.clone());
-                continue;
-            }
-            match expected.get(&target) {
-                None => unexpected.push(format!("{} {:?}", info.name, info.shape)),
-                Some(shape) => {
-                    present.insert(target.clone());
-                    // Linear weights are stored transposed; compare element counts and the set of dims.
-                    let mut a = shape.clone();
-                    let mut b = info.shape.clone();
-                    a.sort_unstable();
-                    b.sort_unstable();
-                    if a != b {
-                        shape_errors.push(format!(
-                            "{}: checkpoint has {:?}, model expects {:?} (as {})",
-                            info.name, info.shape, shape, target
-                        ));
-                    }
-                }
-            }
-        }
-        if !unexpected.is_empty() || !shape_errors.is_empty() {
+        fit.check_names(&read_safetensors_header(file)?, &expected, &mut report);
+        if !fit.names_fit() {
             continue;
         }
         let mut store = SafetensorsStore::from_file(file)
@@ -324,24 +285,111 @@ pub fn load_into<B: Backend, M: ModuleSnapshot<B>>(
                 path: file.clone(),
                 msg: format!("cannot read tensors: {e}"),
             })?;
-        for e in result.errors {
-            shape_errors.push(e.to_string());
-        }
+        fit.shape_errors
+            .extend(result.errors.iter().map(|e| e.to_string()));
         applied.extend(result.applied);
     }
-    // Absent from every file; or, when all names fit, present but not applied by the store.
-    let fits = unexpected.is_empty() && shape_errors.is_empty();
-    let missing: Vec<String> = expected
-        .iter()
-        .filter(|(k, _)| !present.contains(*k) || (fits && !applied.contains(*k)))
-        .map(|(k, s)| format!("{k} {s:?}"))
-        .collect();
-    if !unexpected.is_empty() || !shape_errors.is_empty() || !missing.is_empty() {
+    if let Some(msg) = fit.error(&expected, &applied) {
+        return Err(HubError::Weights {
+            path: files.first().cloned().unwrap_or_default(),
+            msg,
+        });
+    }
+    report.loaded = applied.len();
+    Ok(report)
+}
+
+/// How the checkpoint's tensors fit the module, gathered over all files for one error.
+struct Fit<'a> {
+    ignore: Vec<regex::Regex>,
+    remapper: &'a KeyRemapper,
+    /// Module paths some file holds.
+    present: BTreeSet<String>,
+    unexpected: Vec<String>,
+    shape_errors: Vec<String>,
+}
+
+impl<'a> Fit<'a> {
+    fn new(names: &NameMap, remapper: &'a KeyRemapper) -> Self {
+        Self {
+            ignore: names
+                .ignore
+                .iter()
+                .map(|p| regex::Regex::new(p).expect("name-map regex"))
+                .collect(),
+            remapper,
+            present: BTreeSet::new(),
+            unexpected: Vec::new(),
+            shape_errors: Vec::new(),
+        }
+    }
+
+    fn remap(&self, name: &str) -> String {
+        let mut out = name.to_string();
+        for (re, to) in self.remapper.to_regex_pairs() {
+            out = re.replace_all(&out, to.as_str()).into_owned();
+        }
+        out
+    }
+
+    /// Checks one file's header against the module: ignored, unexpected and mis-shaped names.
+    fn check_names(
+        &mut self,
+        infos: &[TensorInfo],
+        expected: &BTreeMap<String, Vec<usize>>,
+        report: &mut LoadReport,
+    ) {
+        for info in infos {
+            if self.ignore.iter().any(|re| re.is_match(&info.name)) {
+                report.ignored.push(info.name.clone());
+                continue;
+            }
+            let target = self.remap(&info.name);
+            let Some(shape) = expected.get(&target) else {
+                self.unexpected
+                    .push(format!("{} {:?}", info.name, info.shape));
+                continue;
+            };
+            self.present.insert(target.clone());
+            // Linear weights are stored transposed; compare element counts and the set of dims.
+            let mut a = shape.clone();
+            let mut b = info.shape.clone();
+            a.sort_unstable();
+            b.sort_unstable();
+            if a != b {
+                self.shape_errors.push(format!(
+                    "{}: checkpoint has {:?}, model expects {:?} (as {})",
+                    info.name, info.shape, shape, target
+                ));
+            }
+        }
+    }
+
+    fn names_fit(&self) -> bool {
+        self.unexpected.is_empty() && self.shape_errors.is_empty()
+    }
+
+    /// The one error message listing what does not fit, or `None` when everything does.
+    /// Missing: absent from every file; or, when all names fit, present but not applied.
+    fn error(
+        &self,
+        expected: &BTreeMap<String, Vec<usize>>,
+        applied: &BTreeSet<String>,
+    ) -> Option<String> {
+        let fits = self.names_fit();
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|(k, _)| !self.present.contains(*k) || (fits && !applied.contains(*k)))
+            .map(|(k, s)| format!("{k} {s:?}"))
+            .collect();
+        if fits && missing.is_empty() {
+            return None;
+        }
         let mut msg = String::from("the checkpoint does not fit the model built from config.json");
         for (title, list) in [
             ("missing tensors", &missing),
-            ("unexpected tensors", &unexpected),
-            ("mis-shaped tensors", &shape_errors),
+            ("unexpected tensors", &self.unexpected),
+            ("mis-shaped tensors", &self.shape_errors),
         ] {
             if !list.is_empty() {
                 msg.push_str(&format!("\n  {title} ({}):", list.len()));
@@ -353,11 +401,6 @@ pub fn load_into<B: Backend, M: ModuleSnapshot<B>>(
                 }
             }
         }
-        return Err(HubError::Weights {
-            path: files.first().cloned().unwrap_or_default(),
-            msg,
-        });
+        Some(msg)
     }
-    report.loaded = applied.len();
-    Ok(report)
 }

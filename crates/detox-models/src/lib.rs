@@ -6,13 +6,14 @@
 //! Module field names mirror transformers' parameter names so that a safetensors checkpoint maps
 //! onto the struct tree almost one to one (see `detox-hub` for the few renames).
 
-pub mod attention;
 pub mod config;
 pub mod dropout;
 pub mod kernels;
 pub mod kernels_autodiff;
+pub mod kv_cache;
 pub mod linear;
 pub mod lora;
+pub mod mask;
 pub mod roberta;
 pub mod t5;
 pub mod value_head;

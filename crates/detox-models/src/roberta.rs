@@ -7,10 +7,10 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::prelude::*;
 use burn::tensor::activation;
 
-use crate::attention::additive_mask;
 use crate::config::RobertaConfig;
 use crate::dropout::Dropout;
 use crate::lora::{LoraLinear, LoraTarget};
+use crate::mask::additive_mask;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HiddenAct {

@@ -16,10 +16,11 @@ use crate::dropout::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation;
 
-use crate::attention::{additive_mask, causal_mask_bias, KvCache};
 use crate::config::{T5Activation, T5Config};
+use crate::kv_cache::KvCache;
 use crate::linear::linear_flat;
 use crate::lora::{LoraLinear, LoraTarget};
+use crate::mask::{additive_mask, causal_mask_bias};
 
 /// T5's layer norm: RMS only (no mean subtraction, no bias).
 #[derive(Module, Debug)]

@@ -66,11 +66,7 @@ impl<B: Backend> Classifier<B> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.batch_size) {
             let batch = self.tokenizer.encode_batch(chunk)?;
-            let shape = [batch.batch, batch.len];
-            let ids =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(batch.ids, shape), &self.device);
-            let mask =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(batch.mask, shape), &self.device);
+            let (ids, mask) = batch.tensors::<B>(&self.device);
             let logits: Vec<f32> = self
                 .model
                 .forward(ids, mask)

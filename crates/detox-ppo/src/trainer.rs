@@ -26,6 +26,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use detox_hub::tokenizer::{pad_batch, EncodedBatch};
 use detox_models::T5ForConditionalGeneration;
 use detox_rl::{
     compute_advantages, compute_rewards, compute_rewards_full, ppo_loss, record_step_stats,
@@ -119,46 +120,17 @@ pub struct StepOutput {
 #[derive(Debug, Clone)]
 pub struct PaddedBatch {
     pub batch: usize,
-    pub query_len: usize,
-    pub response_len: usize,
-    query_ids: Vec<i64>,
-    query_mask: Vec<i64>,
-    response_ids: Vec<i64>,
-    response_mask: Vec<i64>,
-}
-
-fn pad_rows(rows: &[Vec<u32>], pad: u32) -> (usize, Vec<i64>, Vec<i64>) {
-    let len = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(rows.len() * len);
-    let mut mask = Vec::with_capacity(rows.len() * len);
-    for r in rows {
-        ids.extend(r.iter().map(|&t| t as i64));
-        ids.extend(std::iter::repeat_n(pad as i64, len - r.len()));
-        mask.extend(std::iter::repeat_n(1i64, r.len()));
-        mask.extend(std::iter::repeat_n(0i64, len - r.len()));
-    }
-    (len, ids, mask)
+    queries: EncodedBatch,
+    responses: EncodedBatch,
 }
 
 impl PaddedBatch {
     pub fn new(queries: &[Vec<u32>], responses: &[Vec<u32>], pad: u32) -> Self {
-        let (query_len, query_ids, query_mask) = pad_rows(queries, pad);
-        let (response_len, response_ids, response_mask) = pad_rows(responses, pad);
         Self {
             batch: queries.len(),
-            query_len,
-            response_len,
-            query_ids,
-            query_mask,
-            response_ids,
-            response_mask,
+            queries: pad_batch(queries.to_vec(), pad),
+            responses: pad_batch(responses.to_vec(), pad),
         }
-    }
-
-    fn gather(src: &[i64], width: usize, rows: &[usize]) -> Vec<i64> {
-        rows.iter()
-            .flat_map(|&r| src[r * width..(r + 1) * width].iter().copied())
-            .collect()
     }
 
     /// `(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)` of `rows`.
@@ -167,19 +139,9 @@ impl PaddedBatch {
         rows: &[usize],
         device: &B::Device,
     ) -> [Tensor<B, 2, Int>; 4] {
-        let n = rows.len();
-        let t = |src: &[i64], w: usize| {
-            Tensor::<B, 2, Int>::from_data(
-                TensorData::new(Self::gather(src, w, rows), [n, w]),
-                device,
-            )
-        };
-        [
-            t(&self.query_ids, self.query_len),
-            t(&self.query_mask, self.query_len),
-            t(&self.response_ids, self.response_len),
-            t(&self.response_mask, self.response_len),
-        ]
+        let (ids, mask) = self.queries.rows_tensors(rows, device);
+        let (dec, dec_mask) = self.responses.rows_tensors(rows, device);
+        [ids, mask, dec, dec_mask]
     }
 }
 
@@ -334,72 +296,59 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         scores: &[f32],
         permutations: Option<&[Vec<usize>]>,
     ) -> Result<StepOutput, RlError> {
-        let t0 = Instant::now();
+        let mut times = StepTimes::start();
         step_safety_checker(&self.config, queries, responses, scores, permutations)?;
         let scores = self.scale_scores(scores)?;
         let batch = PaddedBatch::new(queries, responses, self.pad);
         let device = self.device.clone();
 
-        let t = Instant::now();
-        let mut rollout = self.batched_forward_pass(&batch)?;
-        let time_forward = t.elapsed().as_secs_f64();
+        let mut rollout = times.time("forward_pass", || self.batched_forward_pass(&batch))?;
         let host = RolloutHost::of(&rollout)?;
         let (empty_rows, score_masks) = score_masks(&rollout.masks, &host.masks, &device)?;
 
-        let t = Instant::now();
         let scores_t = Tensor::<B::InnerBackend, 1>::from_data(
             TensorData::new(scores.clone(), [scores.len()]),
             &device,
         );
         let kl_coef = self.state.kl_ctl.value();
-        let rw = self.compute_rewards(scores_t.clone(), &mut rollout, score_masks, kl_coef)?;
-        let time_rewards = t.elapsed().as_secs_f64();
+        let rw = times.time("compute_rewards", || {
+            self.compute_rewards(scores_t.clone(), &mut rollout, score_masks, kl_coef)
+        })?;
         let rewards_h = HostMatrix::checked("rewards", rw.rewards.clone())?;
-
-        let t = Instant::now();
         let cfg = &self.config;
-        let adv = compute_advantages(
-            rollout.values.clone(),
-            rw.rewards.clone(),
-            rollout.masks.clone(),
-            cfg.gamma,
-            cfg.lam,
-            cfg.whiten_rewards,
-        )?;
-        let time_adv = t.elapsed().as_secs_f64();
+        let adv = times.time("compute_advantages", || {
+            compute_advantages(
+                rollout.values.clone(),
+                rw.rewards.clone(),
+                rollout.masks.clone(),
+                cfg.gamma,
+                cfg.lam,
+                cfg.whiten_rewards,
+            )
+        })?;
         let advantages_h = HostMatrix::checked("advantages", adv.advantages.clone())?;
         let returns_h = HostMatrix::checked("returns", adv.returns.clone())?;
 
-        let t = Instant::now();
-        let targets = Targets::<B>::new(&rollout, &adv);
-        let (minibatches, early_stopped) = self.train_epochs(&batch, &targets, permutations)?;
-        let time_optimize = t.elapsed().as_secs_f64();
-
-        let t = Instant::now();
-        let mut stats = self.record_step_stats(
-            kl_coef,
-            scores_t,
-            &rollout,
-            &rw,
-            queries,
-            responses,
-            &minibatches,
-        )?;
-        let time_stats = t.elapsed().as_secs_f64();
+        let (minibatches, early_stopped) = times.time("optimize_step", || {
+            let targets = Targets::<B>::new(&rollout, &adv);
+            self.train_epochs(&batch, &targets, permutations)
+        })?;
+        let mut stats = times.time("calc_stats", || {
+            self.record_step_stats(
+                kl_coef,
+                scores_t,
+                &rollout,
+                &rw,
+                queries,
+                responses,
+                &minibatches,
+            )
+        })?;
         self.state
             .kl_ctl
             .update(stats["objective/kl"], queries.len());
         self.state.steps_done += 1;
-        for (k, v) in [
-            ("time/ppo/forward_pass", time_forward),
-            ("time/ppo/compute_rewards", time_rewards),
-            ("time/ppo/compute_advantages", time_adv),
-            ("time/ppo/optimize_step", time_optimize),
-            ("time/ppo/calc_stats", time_stats),
-            ("time/ppo/total", t0.elapsed().as_secs_f64()),
-        ] {
-            stats.insert(k.into(), v);
-        }
+        times.record(&mut stats);
         let record = StepRecord {
             scores,
             logprobs: host.logprobs,
@@ -627,6 +576,37 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
             });
         }
         Ok(stats)
+    }
+}
+
+/// trl's `timing` entries of a step: seconds of each stage (`time/ppo/<stage>`) and
+/// `time/ppo/total` since the step began.
+struct StepTimes {
+    start: Instant,
+    stages: Vec<(&'static str, f64)>,
+}
+
+impl StepTimes {
+    fn start() -> Self {
+        Self {
+            start: Instant::now(),
+            stages: Vec::new(),
+        }
+    }
+
+    /// Runs `f`, recording its seconds as `stage`.
+    fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.stages.push((stage, t.elapsed().as_secs_f64()));
+        out
+    }
+
+    fn record(self, stats: &mut Stats) {
+        for (stage, secs) in self.stages {
+            stats.insert(format!("time/ppo/{stage}"), secs);
+        }
+        stats.insert("time/ppo/total".into(), self.start.elapsed().as_secs_f64());
     }
 }
 
