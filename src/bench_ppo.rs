@@ -180,7 +180,10 @@ fn time_steps<B: AutodiffBackend>(
             .map_err(anyhow::Error::msg)?;
         let s = t.elapsed().as_secs_f64();
         let stat = |k: &str| o.stats.get(k).copied().unwrap_or(f64::NAN);
-        let (forward, optimize) = (stat("time/ppo/forward_pass"), stat("time/ppo/optimize_step"));
+        let (forward, optimize) = (
+            stat("time/ppo/forward_pass"),
+            stat("time/ppo/optimize_step"),
+        );
         println!("ppo step {i}: {s:.2} s (forward {forward:.2} s, optimize {optimize:.2} s)");
         steps.push(serde_json::json!({
             "seconds": s,
@@ -200,11 +203,7 @@ struct RandomReward<B: Backend> {
 }
 
 impl<B: Backend> Reward for RandomReward<B> {
-    fn scores(
-        &mut self,
-        queries: &[&Query],
-        responses: &[Vec<u32>],
-    ) -> Result<Vec<f32>, LabError> {
+    fn scores(&mut self, queries: &[&Query], responses: &[Vec<u32>]) -> Result<Vec<f32>, LabError> {
         let bs = responses.len();
         let len = queries
             .iter()

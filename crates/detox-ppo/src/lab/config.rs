@@ -420,6 +420,10 @@ mod tests {
             prompt: "no slot".into(),
             ..c
         };
-        assert!(bad.template().unwrap_err().to_string().contains("{dialogue}"));
+        assert!(bad
+            .template()
+            .unwrap_err()
+            .to_string()
+            .contains("{dialogue}"));
     }
 }

@@ -18,8 +18,7 @@ use crate::trainer::PpoTrainer;
 
 /// The rewards of a batch: one score per `(query, response)` pair.
 pub trait Reward {
-    fn scores(&mut self, queries: &[&Query], responses: &[Vec<u32>])
-        -> Result<Vec<f32>, LabError>;
+    fn scores(&mut self, queries: &[&Query], responses: &[Vec<u32>]) -> Result<Vec<f32>, LabError>;
 }
 
 /// The lab's reward: the classifier's score of `label` for the text `query + response`, the
@@ -59,11 +58,7 @@ impl<B: Backend> ClassifierReward<B> {
 }
 
 impl<B: Backend> Reward for ClassifierReward<B> {
-    fn scores(
-        &mut self,
-        queries: &[&Query],
-        responses: &[Vec<u32>],
-    ) -> Result<Vec<f32>, LabError> {
+    fn scores(&mut self, queries: &[&Query], responses: &[Vec<u32>]) -> Result<Vec<f32>, LabError> {
         let texts = responses
             .iter()
             .map(|r| self.decode(r))

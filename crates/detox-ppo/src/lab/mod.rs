@@ -35,12 +35,12 @@ mod run;
 mod toxicity;
 
 pub use checkpoint::{
-    latest_checkpoint, load_saved_policy, read_checkpoint_state, save_policy_dir,
-    value_head_file, write_checkpoint, write_policy, CheckpointState,
+    latest_checkpoint, load_saved_policy, read_checkpoint_state, save_policy_dir, value_head_file,
+    write_checkpoint, write_policy, CheckpointState,
 };
 pub use config::{
-    lab_ppo, DataConfig, GenerationSettings, LabConfig, LoraSettings, RewardSettings,
-    RunSettings, ToxicitySettings,
+    lab_ppo, DataConfig, GenerationSettings, LabConfig, LoraSettings, RewardSettings, RunSettings,
+    ToxicitySettings,
 };
 pub use data::{generate_responses, sample_lengths, split_dialogues, step_indices, Query};
 pub use error::LabError;

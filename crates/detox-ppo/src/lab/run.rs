@@ -17,8 +17,8 @@ use detox_train::runlog;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    latest_checkpoint, load_saved_policy, read_checkpoint_state, save_policy_dir,
-    write_checkpoint, STATE_FILE,
+    latest_checkpoint, load_saved_policy, read_checkpoint_state, save_policy_dir, write_checkpoint,
+    STATE_FILE,
 };
 use super::config::LabConfig;
 use super::data::{
@@ -287,10 +287,12 @@ impl LabRun {
     fn toxicity_before<B: AutodiffBackend>(&self, p: &Prepared<B>) -> Result<Toxicity, LabError> {
         let file = self.out.join(TOXICITY_BEFORE_FILE);
         match std::fs::read_to_string(&file) {
-            Ok(text) if self.resuming() => serde_json::from_str(&text).map_err(|e| LabError::File {
-                path: file.clone(),
-                msg: e.to_string(),
-            }),
+            Ok(text) if self.resuming() => {
+                serde_json::from_str(&text).map_err(|e| LabError::File {
+                    path: file.clone(),
+                    msg: e.to_string(),
+                })
+            }
             _ => {
                 let t = p.toxicity(&p.initial.pretrained_model)?;
                 let json = serde_json::to_string(&t).map_err(|e| LabError::File {
@@ -386,7 +388,14 @@ impl LabRun {
     ) -> Result<PathBuf, LabError> {
         let dir = checkpoint_dir(&self.checkpoints(), step);
         let trainer = &p.lab.trainer;
-        write_checkpoint(&dir, trainer, p.lora.as_ref(), &self.model, &self.config, step)?;
+        write_checkpoint(
+            &dir,
+            trainer,
+            p.lora.as_ref(),
+            &self.model,
+            &self.config,
+            step,
+        )?;
         Ok(dir)
     }
 
