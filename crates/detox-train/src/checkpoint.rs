@@ -196,3 +196,32 @@ pub fn write_json_pretty<T: Serialize>(path: &Path, value: &T) -> std::io::Resul
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_checkpoint_is_the_highest_whole_one() {
+        let out = std::env::temp_dir().join(format!("detox-ck-latest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        for (step, whole) in [(2, true), (10, true), (11, false)] {
+            let dir = checkpoint_dir(&out, step);
+            std::fs::create_dir_all(&dir).unwrap();
+            if whole {
+                std::fs::write(dir.join(TRAINER_STATE_FILE), "{}").unwrap();
+            }
+        }
+        std::fs::create_dir_all(out.join("checkpoint-x")).unwrap();
+        assert_eq!(latest_checkpoint(&out), Some(checkpoint_dir(&out, 10)));
+        assert_eq!(latest_checkpoint_holding(&out, "other.json"), None);
+        assert_eq!(latest_checkpoint(&out.join("missing")), None);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn stable_ids_depend_on_the_path_only() {
+        assert_eq!(stable_id("encoder.q.weight"), stable_id("encoder.q.weight"));
+        assert_ne!(stable_id("encoder.q.weight"), stable_id("encoder.v.weight"));
+    }
+}
