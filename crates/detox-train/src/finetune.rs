@@ -361,7 +361,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         cfg.validate()?;
-        let (config, train_tok, eval_tok) = tokenize(model_dir, train, eval, &cfg)?;
+        let data = tokenize(model_dir, train, eval, &cfg)?;
         let lock = open_run_dir(out, start.run_start(), RUN_OUTPUTS)?;
         let checkpoint = resume_checkpoint(out, &start)?;
         let state = checkpoint.as_deref().map(read_trainer_state).transpose()?;
@@ -381,18 +381,18 @@ impl<B: AutodiffBackend> Trainer<B> {
             optim = load_optimizer(optim, &model, &ck.join(OPTIMIZER_FILE), device)?;
         }
 
-        let total = cfg.total_steps(train_tok.len());
+        let total = cfg.total_steps(data.train.len());
         let pos = state.as_ref().map(|s| s.stream).unwrap_or_default();
         let step = state.as_ref().map_or(0, |s| s.step);
         Ok(Self {
             model: Some(model),
             optim,
             schedule: LinearSchedule::new(cfg.lr, cfg.warmup_steps, total),
-            stream: BatchStream::at(train_tok.len(), cfg.batch_size, cfg.seed, pos),
-            train: train_tok,
-            eval: eval_tok,
+            stream: BatchStream::at(data.train.len(), cfg.batch_size, cfg.seed, pos),
+            train: data.train,
+            eval: data.eval,
             step,
-            pad: config.pad_token_id,
+            pad: data.pad_token_id,
             model_dir: model_dir.to_path_buf(),
             out: out.to_path_buf(),
             device: device.clone(),
@@ -706,13 +706,22 @@ impl LogWindow {
     }
 }
 
-/// The model's config and the tokenized training (non-empty) and eval examples.
+/// A run's examples, tokenized for its model.
+struct TokenizedData {
+    pad_token_id: u32,
+    /// Never empty.
+    train: Vec<Tokenized>,
+    eval: Option<Vec<Tokenized>>,
+}
+
+/// The training and eval examples tokenized for the model in `model_dir` (whose config is
+/// checked).
 fn tokenize(
     model_dir: &Path,
     train: &[Example],
     eval: Option<&[Example]>,
     cfg: &FinetuneConfig,
-) -> Result<(T5Config, Vec<Tokenized>, Option<Vec<Tokenized>>), TrainError> {
+) -> Result<TokenizedData, TrainError> {
     let config: T5Config = detox_hub::read_config(model_dir)?;
     config.validate().map_err(|msg| HubError::Config {
         path: model_dir.join("config.json"),
@@ -731,7 +740,11 @@ fn tokenize(
     if train_tok.is_empty() {
         return Err(TrainError::Config("no training examples".into()));
     }
-    Ok((config, train_tok, eval_tok))
+    Ok(TokenizedData {
+        pad_token_id: config.pad_token_id,
+        train: train_tok,
+        eval: eval_tok,
+    })
 }
 
 /// The checkpoint a `--resume` run continues from (`None` for a run that starts afresh).

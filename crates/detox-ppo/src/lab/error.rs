@@ -15,8 +15,9 @@ pub enum LabError {
     Hub(#[from] HubError),
     #[error(transparent)]
     Data(#[from] DataError),
+    /// Boxed: fine-tuning's error is large, and every lab function returns this one.
     #[error(transparent)]
-    Train(#[from] TrainError),
+    Train(Box<TrainError>),
     #[error("PPO step {step}: {err}")]
     Step { step: usize, err: RlError },
     #[error("{0}")]
@@ -25,6 +26,12 @@ pub enum LabError {
     File { path: PathBuf, msg: String },
     #[error(transparent)]
     RunDir(#[from] RunDirError),
+}
+
+impl From<TrainError> for LabError {
+    fn from(e: TrainError) -> Self {
+        Self::Train(Box::new(e))
+    }
 }
 
 /// Maps an I/O error on `path` to [`LabError::File`].
