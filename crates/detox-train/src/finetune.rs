@@ -20,7 +20,8 @@
 //!   `tokens_per_s`, and `eval_loss` when computed: mean token NLL over the whole eval set);
 //! - `checkpoint-N/`: the model (peft adapter files, or a transformers model directory with its
 //!   tokenizer), `optimizer.mpk` (AdamW moments, burn's named MessagePack recorder, keyed by
-//!   parameter path) and `trainer_state.json` (step, data position, seed, config);
+//!   parameter path) and `trainer_state.json` (step, data position, seed, config), the files of
+//!   [`crate::checkpoint`];
 //! - `final/`: the model alone, after the last step;
 //! - `.detox.lock`: the run's lock ([`crate::runlock`]), held by the one process writing here.
 
