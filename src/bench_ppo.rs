@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::backend::{AutodiffJob, DeviceKind};
@@ -21,7 +22,7 @@ use detox_models::{
     LoraConfig, LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
     T5ForConditionalGeneration, ValueHead,
 };
-use detox_ppo::lab::{generate_responses, lab_ppo, sample_lengths, GenerationSettings};
+use detox_ppo::lab::{lab_ppo, LabConfig, LabError, LabLoop, Query, Reward};
 use detox_ppo::{reference_model, PpoTrainer, ReferenceKind, Seq2SeqLMWithValueHead};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -68,51 +69,13 @@ impl AutodiffJob for PpoBench {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        let mut c: T5Config = match &a.t5_config {
-            Some(p) => serde_json::from_str(
-                &std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
-            )
-            .with_context(|| format!("{}: not a valid T5 config", p.display()))?,
-            None => serde_json::from_str(FLAN_T5_BASE).expect("built-in config"),
-        };
-        c.dropout_rate = 0.0;
-        c.validate().map_err(anyhow::Error::msg)?;
+        let c = t5_config(&a)?;
         B::seed(&device, 0);
-        let mut t5 = T5ForConditionalGeneration::<B>::new(&c, &device).no_grad();
-        t5.use_out_in_layout(); // as the loaders store weights
-        let mut lora = LoraConfig::lab();
-        lora.lora_dropout = 0.0; // trl's PPO forward passes run in eval mode
-        t5.add_lora(&lora, &device).map_err(anyhow::Error::msg)?;
-        let trainable = t5.lora_param_count() + c.d_model + 1;
-        let policy = Seq2SeqLMWithValueHead {
-            v_head: ValueHead::new(c.d_model, 0.0, &device),
-            pretrained_model: t5,
-        };
-        let all = policy.num_params();
-        let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
-        let config = lab_ppo();
-        let bs = config.batch_size;
-        let mut trainer =
-            PpoTrainer::new(policy, reference, config, 0, &device).map_err(anyhow::Error::msg)?;
-
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let queries: Vec<Vec<u32>> = (0..bs)
-            .map(|_| {
-                let mut q: Vec<u32> = (0..a.query_len - 1)
-                    .map(|_| rng.random_range(3..32000))
-                    .collect();
-                q.push(1);
-                q
-            })
-            .collect();
-        let responses: Vec<Vec<u32>> = (0..bs)
-            .map(|_| {
-                std::iter::once(0)
-                    .chain((0..a.response_len).map(|_| rng.random_range(3..32000)))
-                    .collect()
-            })
-            .collect();
+        let (mut trainer, trainable, all) = build_trainer::<B>(&c, &device)?;
+        let bs = trainer.config.batch_size;
+        let mut rng = StdRng::seed_from_u64(0);
+        let queries = random_ids(&mut rng, bs, a.query_len.saturating_sub(1), None, Some(1));
+        let responses = random_ids(&mut rng, bs, a.response_len, Some(0), None);
         let mut out = serde_json::json!({
             "device": format!("{:?}", a.device).to_lowercase(),
             "trainable_params": trainable,
@@ -120,83 +83,11 @@ impl AutodiffJob for PpoBench {
             "query_len": a.query_len,
             "response_len": a.response_len,
         });
-        let mut steps = Vec::new();
-        for i in 0..a.repeats.max(1) {
-            let scores: Vec<f32> = (0..bs).map(|_| rng.random_range(-2.0..2.0)).collect();
-            let t = Instant::now();
-            let o = trainer
-                .step(&queries, &responses, &scores)
-                .map_err(anyhow::Error::msg)?;
-            let s = t.elapsed().as_secs_f64();
-            println!(
-                "ppo step {i}: {s:.2} s (forward {:.2} s, optimize {:.2} s)",
-                o.stats["time/ppo/forward_pass"], o.stats["time/ppo/optimize_step"]
-            );
-            steps.push(serde_json::json!({
-                "seconds": s,
-                "forward_pass": o.stats["time/ppo/forward_pass"],
-                "optimize_step": o.stats["time/ppo/optimize_step"],
-            }));
-        }
+        let steps = time_steps(&mut trainer, &queries, &responses, a.repeats, &mut rng)?;
         out["steps"] = serde_json::json!(steps);
         out["peak_rss_mb_after_steps"] = serde_json::json!(peak_rss_mb());
-
         if a.iteration {
-            let rc: RobertaConfig = serde_json::from_str(ROBERTA_BASE).expect("built-in config");
-            let mut reward = RobertaForSequenceClassification::<B::InnerBackend>::new(&rc, &device);
-            reward.use_out_in_layout(); // as the loaders store weights
-            let gen = GenerationSettings::default();
-            let mut lrng = rand::rngs::StdRng::seed_from_u64(5);
-            let limits = sample_lengths(bs, gen.response_length, &mut lrng);
-            let ids: Vec<&[u32]> = queries.iter().map(Vec::as_slice).collect();
-            let t0 = Instant::now();
-            let policy = trainer.policy().valid();
-            let resp = generate_responses(
-                &policy.pretrained_model,
-                &ids,
-                &limits,
-                &gen,
-                &mut lrng,
-                &device,
-            );
-            drop(policy);
-            let t_gen = t0.elapsed().as_secs_f64();
-            let new_tokens: usize = resp.iter().map(|r| r.len() - 1).sum();
-            let t1 = Instant::now();
-            let len = resp
-                .iter()
-                .map(|r| a.query_len + r.len())
-                .max()
-                .unwrap_or(1)
-                .min(512);
-            let rids: Vec<i64> = (0..bs * len).map(|_| rng.random_range(3..50000)).collect();
-            let rids = Tensor::<B::InnerBackend, 2, Int>::from_data(
-                TensorData::new(rids, [bs, len]),
-                &device,
-            );
-            let mask = Tensor::<B::InnerBackend, 2, Int>::ones([bs, len], &device);
-            let logits: Vec<f32> = reward
-                .forward(rids, mask)
-                .into_data()
-                .convert::<f32>()
-                .into_vec()
-                .expect("floats");
-            let scores: Vec<f32> = logits.chunks(2).map(|r| r[0]).collect();
-            let t_reward = t1.elapsed().as_secs_f64();
-            let t2 = Instant::now();
-            trainer
-                .step(&queries, &resp, &scores)
-                .map_err(anyhow::Error::msg)?;
-            let t_step = t2.elapsed().as_secs_f64();
-            let total = t0.elapsed().as_secs_f64();
-            println!(
-                "lab iteration: {total:.1} s = generate {t_gen:.1} s ({new_tokens} new tokens, lengths {:?}) + reward {t_reward:.1} s + step {t_step:.1} s",
-                limits
-            );
-            out["iteration"] = serde_json::json!({
-                "seconds": total, "generate": t_gen, "reward": t_reward, "step": t_step,
-                "new_tokens": new_tokens, "limits": limits,
-            });
+            out["iteration"] = time_iteration(trainer, queries, rng, &device)?;
         }
         let peak = peak_rss_mb();
         out["peak_rss_mb"] = serde_json::json!(peak);
@@ -215,4 +106,163 @@ impl AutodiffJob for PpoBench {
         }
         Ok(())
     }
+}
+
+/// `--t5-config`, or flan-t5-base's shapes; dropout off (trl's PPO passes run in eval mode).
+fn t5_config(a: &PpoBenchArgs) -> Result<T5Config> {
+    let mut c: T5Config = match &a.t5_config {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )
+        .with_context(|| format!("{}: not a valid T5 config", p.display()))?,
+        None => serde_json::from_str(FLAN_T5_BASE).expect("built-in config"),
+    };
+    c.dropout_rate = 0.0;
+    c.validate().map_err(anyhow::Error::msg)?;
+    Ok(c)
+}
+
+/// The lab's trainer on a random-weight T5 of config `c`: LoRA r 32 on q/v, a value head, the
+/// adapter-disabled reference. Returns it with the trainable and all parameter counts.
+fn build_trainer<B: AutodiffBackend>(
+    c: &T5Config,
+    device: &B::Device,
+) -> Result<(PpoTrainer<B>, usize, usize)> {
+    let mut t5 = T5ForConditionalGeneration::<B>::new(c, device).no_grad();
+    t5.use_out_in_layout(); // as the loaders store weights
+    let mut lora = LoraConfig::lab();
+    lora.lora_dropout = 0.0; // trl's PPO forward passes run in eval mode
+    t5.add_lora(&lora, device).map_err(anyhow::Error::msg)?;
+    let trainable = t5.lora_param_count() + c.d_model + 1;
+    let policy = Seq2SeqLMWithValueHead {
+        v_head: ValueHead::new(c.d_model, 0.0, device),
+        pretrained_model: t5,
+    };
+    let all = policy.num_params();
+    let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
+    let trainer =
+        PpoTrainer::new(policy, reference, lab_ppo(), 0, device).map_err(anyhow::Error::msg)?;
+    Ok((trainer, trainable, all))
+}
+
+/// `n` rows of `len` random token ids, with `first` before and `last` after them.
+fn random_ids(
+    rng: &mut StdRng,
+    n: usize,
+    len: usize,
+    first: Option<u32>,
+    last: Option<u32>,
+) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|_| {
+            let body: Vec<u32> = (0..len).map(|_| rng.random_range(3..32000)).collect();
+            first.into_iter().chain(body).chain(last).collect()
+        })
+        .collect()
+}
+
+/// Times `repeats` PPO steps on fixed queries and responses with random scores.
+fn time_steps<B: AutodiffBackend>(
+    trainer: &mut PpoTrainer<B>,
+    queries: &[Vec<u32>],
+    responses: &[Vec<u32>],
+    repeats: usize,
+    rng: &mut StdRng,
+) -> Result<Vec<serde_json::Value>> {
+    let mut steps = Vec::new();
+    for i in 0..repeats.max(1) {
+        let scores: Vec<f32> = (0..queries.len())
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let t = Instant::now();
+        let o = trainer
+            .step(queries, responses, &scores)
+            .map_err(anyhow::Error::msg)?;
+        let s = t.elapsed().as_secs_f64();
+        let stat = |k: &str| o.stats.get(k).copied().unwrap_or(f64::NAN);
+        let (forward, optimize) = (
+            stat("time/ppo/forward_pass"),
+            stat("time/ppo/optimize_step"),
+        );
+        println!("ppo step {i}: {s:.2} s (forward {forward:.2} s, optimize {optimize:.2} s)");
+        steps.push(serde_json::json!({
+            "seconds": s,
+            "forward_pass": forward,
+            "optimize_step": optimize,
+        }));
+    }
+    Ok(steps)
+}
+
+/// A random roberta-base classifier's first logit for random ids as long as query + response
+/// (at most 512): the reward's cost without a tokenizer.
+struct RandomReward<B: Backend> {
+    model: RobertaForSequenceClassification<B>,
+    rng: StdRng,
+    device: B::Device,
+}
+
+impl<B: Backend> Reward for RandomReward<B> {
+    fn scores(&mut self, queries: &[&Query], responses: &[Vec<u32>]) -> Result<Vec<f32>, LabError> {
+        let bs = responses.len();
+        let len = queries
+            .iter()
+            .zip(responses)
+            .map(|(q, r)| q.input_ids.len() + r.len())
+            .max()
+            .unwrap_or(1)
+            .min(512);
+        let ids: Vec<i64> = (0..bs * len)
+            .map(|_| self.rng.random_range(3..50000))
+            .collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [bs, len]), &self.device);
+        let mask = Tensor::<B, 2, Int>::ones([bs, len], &self.device);
+        let logits = self.model.forward(ids, mask).into_data().convert::<f32>();
+        let logits: Vec<f32> = logits.into_vec().unwrap_or_default();
+        Ok(logits.chunks(2).map(|r| r[0]).collect())
+    }
+}
+
+/// Times one lab iteration ([`LabLoop::iteration`]: generation with `LengthSampler(100, 400)`
+/// lengths, the reward, the step) on the benchmark's queries.
+fn time_iteration<B: AutodiffBackend>(
+    trainer: PpoTrainer<B>,
+    queries: Vec<Vec<u32>>,
+    rng: StdRng,
+    device: &B::Device,
+) -> Result<serde_json::Value> {
+    let rc: RobertaConfig = serde_json::from_str(ROBERTA_BASE).expect("built-in config");
+    let mut model = RobertaForSequenceClassification::<B::InnerBackend>::new(&rc, device);
+    model.use_out_in_layout(); // as the loaders store weights
+    let train = queries
+        .into_iter()
+        .map(|input_ids| Query {
+            input_ids,
+            text: String::new(),
+        })
+        .collect();
+    let reward = RandomReward {
+        model,
+        rng,
+        device: device.clone(),
+    };
+    let config = LabConfig::default();
+    let device = device.clone();
+    let mut lab = LabLoop {
+        trainer,
+        train,
+        reward,
+        config,
+        device,
+    };
+    let it = lab.iteration(0)?;
+    println!(
+        "lab iteration: {:.1} s = generate {:.1} s ({} new tokens, lengths {:?}) + reward {:.1} s + step {:.1} s",
+        it.seconds_total, it.seconds_generate, it.new_tokens, it.limits, it.seconds_reward, it.seconds_step
+    );
+    Ok(serde_json::json!({
+        "seconds": it.seconds_total, "generate": it.seconds_generate,
+        "reward": it.seconds_reward, "step": it.seconds_step,
+        "new_tokens": it.new_tokens, "limits": it.limits,
+    }))
 }

@@ -168,16 +168,15 @@ impl AutodiffJob for Ppo {
         );
         eprintln!(
             "toxicity before: mean {:.6} std {:.6}",
-            t["before"]["mean"], t["before"]["std"]
+            t.before.mean, t.before.std
         );
         eprintln!(
             "toxicity after:  mean {:.6} std {:.6}",
-            t["after"]["mean"], t["after"]["std"]
+            t.after.mean, t.after.std
         );
         eprintln!(
             "percentage improvement of toxicity score after detoxification: mean {:.2}% std {:.2}%",
-            t["improvement_pct"]["mean"].as_f64().unwrap_or(f64::NAN),
-            t["improvement_pct"]["std"].as_f64().unwrap_or(f64::NAN)
+            t.improvement_pct.mean, t.improvement_pct.std
         );
         if let Ok(table) = std::fs::read_to_string(a.out.join("comparison.txt")) {
             print!("{table}");

@@ -14,11 +14,11 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
 use common::{assert_close, assert_slices_close, fixtures, Reference};
+use detox_hub::models::{load_t5_with_dropout, set_lora_dropout};
 use detox_models::{LoraTarget, T5ForConditionalGeneration};
+use detox_train::checkpoint::param_paths;
 use detox_train::data::{Batch, Encoder, PromptTemplate};
-use detox_train::finetune::{
-    apply_update, load_t5_with_dropout, micro_step, param_paths, set_lora_dropout,
-};
+use detox_train::finetune::{apply_update, micro_step};
 use detox_train::{clip_grad_norm, seq2seq_cross_entropy, shift_right, token_nll, LinearSchedule};
 
 type Cpu = burn::backend::NdArray<f32>;

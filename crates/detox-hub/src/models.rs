@@ -1,4 +1,5 @@
-//! Building models from a directory: config, weights and their name maps.
+//! Building models from a directory: config, weights and their name maps, and the loaders with
+//! dropout settings that training uses.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,35 @@ pub fn load_t5_with<B: Backend>(
     load_into(&mut model, &files, &t5_name_map(&config))?;
     model.use_out_in_layout();
     Ok(model)
+}
+
+/// Loads a T5 directory, optionally overriding `dropout_rate` (the modules take it at build
+/// time): fine-tuning's `--dropout-rate`, and `Some(0.0)` for PPO, whose forward passes run with
+/// dropout off.
+pub fn load_t5_with_dropout<B: Backend>(
+    dir: &Path,
+    dropout_rate: Option<f64>,
+    device: &B::Device,
+) -> Result<T5ForConditionalGeneration<B>, HubError> {
+    load_t5_with(
+        dir,
+        |c| {
+            if let Some(p) = dropout_rate {
+                c.dropout_rate = p;
+            }
+        },
+        device,
+    )
+}
+
+/// Sets the dropout of every LoRA adapter of `model` (peft's `lora_dropout`); [`load_adapter`]
+/// builds adapters for inference (dropout 0), so a run that trains one sets its own here.
+///
+/// [`load_adapter`]: crate::adapter::load_adapter
+pub fn set_lora_dropout<B: Backend>(model: &mut T5ForConditionalGeneration<B>, p: f64) {
+    for (_, l) in model.lora_linears() {
+        l.lora_dropout = detox_models::dropout::Dropout::new(p);
+    }
 }
 
 /// Loads a RoBERTa sequence-classifier checkpoint directory.

@@ -6,7 +6,8 @@
 //! * [`trainer`]: `PPOTrainer.step` — orchestration only, the math is `detox_rl`'s;
 //! * [`reward`]: the reward model (nothate logit) and the toxicity measurement;
 //! * [`lab`]: the lab's loop (`detox ppo`): data, batched generation, reward, step, stats,
-//!   checkpoints and resume, toxicity before / after and the comparison table.
+//!   checkpoints and resume, toxicity before / after and the comparison table; one iteration
+//!   of it is [`lab::LabLoop::iteration`], which `detox bench-ppo` also times.
 
 pub mod lab;
 pub mod model;

@@ -79,7 +79,7 @@ pub fn load_t5_eval<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<T5ForConditionalGeneration<B>, HubError> {
-    detox_train::finetune::load_t5_with_dropout(dir, Some(0.0), device)
+    detox_hub::models::load_t5_with_dropout(dir, Some(0.0), device)
 }
 
 /// Builds the PPO policy: T5 from `model_dir` (dropout off, see [`load_t5_eval`]), then
@@ -105,7 +105,7 @@ pub fn load_policy<B: Backend>(
             let cfg = detox_hub::load_adapter(&mut t5, dir, &names, device)?;
             // load_adapter builds the layers for inference; trainable adapter layers get grads
             // (their params were created after `no_grad`), dropout stays off (see above).
-            detox_train::finetune::set_lora_dropout(&mut t5, 0.0);
+            detox_hub::models::set_lora_dropout(&mut t5, 0.0);
             Some(cfg)
         }
         (None, Some(cfg)) => {
@@ -116,7 +116,7 @@ pub fn load_policy<B: Backend>(
                 path: model_dir.join("config.json"),
                 msg,
             })?;
-            detox_train::finetune::set_lora_dropout(&mut t5, 0.0);
+            detox_hub::models::set_lora_dropout(&mut t5, 0.0);
             Some(cfg)
         }
         (None, None) => None,

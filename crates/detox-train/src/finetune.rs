@@ -20,31 +20,33 @@
 //!   `tokens_per_s`, and `eval_loss` when computed: mean token NLL over the whole eval set);
 //! - `checkpoint-N/`: the model (peft adapter files, or a transformers model directory with its
 //!   tokenizer), `optimizer.mpk` (AdamW moments, burn's named MessagePack recorder, keyed by
-//!   parameter path) and `trainer_state.json` (step, data position, seed, config);
+//!   parameter path) and `trainer_state.json` (step, data position, seed, config), the files of
+//!   [`crate::checkpoint`];
 //! - `final/`: the model alone, after the last step;
 //! - `.detox.lock`: the run's lock ([`crate::runlock`]), held by the one process writing here.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use detox_hub::atomic::write_dir_atomic;
-
-use crate::interrupt::Interrupted;
+use detox_hub::models::{load_t5_with_dropout, set_lora_dropout};
 use detox_hub::HubError;
 use detox_models::{LoraConfig, LoraTarget, T5Config, T5ForConditionalGeneration};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::clip::{clip_grad_norm, grad_norm};
-use crate::data::{
-    Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, StreamPosition, Tokenized,
+use crate::checkpoint::{
+    checkpoint_dir, latest_checkpoint, load_optimizer, read_trainer_state, save_optimizer,
+    write_trainer_state, TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE,
 };
+use crate::clip::{clip_grad_norm, grad_norm};
+use crate::data::{Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, Tokenized};
+use crate::interrupt::Interrupted;
 use crate::loss::{seq2seq_cross_entropy, shift_right, token_nll};
 use crate::runlock::{open_run_dir, RunDirError, RunLock, RunStart};
 use crate::runlog;
@@ -53,10 +55,7 @@ use crate::schedule::LinearSchedule;
 pub type T5<B> = T5ForConditionalGeneration<B>;
 /// burn's AdamW over a T5 model.
 pub type T5Optimizer<B> = OptimizerAdaptor<AdamW, T5<B>, B>;
-type OptimRecord<M, B> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record;
 
-const STATE_FILE: &str = "trainer_state.json";
-const OPTIMIZER_FILE: &str = "optimizer.mpk";
 const METRICS_FILE: &str = "metrics.jsonl";
 /// What a fine-tuning run writes into its directory (`--overwrite` deletes these, and only these).
 pub const RUN_OUTPUTS: &[&str] = &[METRICS_FILE, "checkpoint-*", "final"];
@@ -86,7 +85,8 @@ pub enum TrainError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+/// Maps an I/O error on `path` to [`TrainError::Io`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |err| TrainError::Io {
         path: path.to_path_buf(),
         err,
@@ -218,21 +218,6 @@ impl FinetuneConfig {
     }
 }
 
-/// What `trainer_state.json` of a checkpoint holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainerState {
-    /// Optimizer steps done.
-    pub step: usize,
-    pub total_steps: usize,
-    /// Where the training data stream continues.
-    pub stream: StreamPosition,
-    pub epoch: f64,
-    pub base_model: String,
-    pub config: FinetuneConfig,
-    /// Parameter paths the optimizer state in `optimizer.mpk` belongs to.
-    pub optimizer_params: Vec<String>,
-}
-
 /// One optimizer step's numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -256,30 +241,6 @@ pub struct RunSummary {
 // ---------------------------------------------------------------------------------------------
 // Building blocks (also what the parity tests drive)
 // ---------------------------------------------------------------------------------------------
-
-/// Loads a T5 directory, optionally overriding `dropout_rate` (the modules take it at build time).
-pub fn load_t5_with_dropout<B: Backend>(
-    dir: &Path,
-    dropout_rate: Option<f64>,
-    device: &B::Device,
-) -> Result<T5<B>, HubError> {
-    detox_hub::models::load_t5_with(
-        dir,
-        |c| {
-            if let Some(p) = dropout_rate {
-                c.dropout_rate = p;
-            }
-        },
-        device,
-    )
-}
-
-/// Sets the dropout of every LoRA adapter (peft's `lora_dropout`).
-pub fn set_lora_dropout<B: Backend>(model: &mut T5<B>, p: f64) {
-    for (_, l) in model.lora_linears() {
-        l.lora_dropout = detox_models::dropout::Dropout::new(p);
-    }
-}
 
 /// Mean token NLL of `batch` (`model(input_ids, attention_mask, labels=labels).loss`).
 pub fn batch_loss<B: Backend>(model: &T5<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
@@ -322,141 +283,6 @@ where
         _ => grad_norm(&model, &grads),
     };
     (optim.step(lr, model, grads), norm)
-}
-
-struct ParamPaths {
-    stack: Vec<String>,
-    out: Vec<(String, ParamId)>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for ParamPaths {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.push((self.stack.join("."), param.id));
-    }
-}
-
-/// `(path, id)` of every float parameter, e.g. `encoder.block.0.layer_0.SelfAttention.q.weight`.
-pub fn param_paths<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, ParamId)> {
-    let mut v = ParamPaths {
-        stack: Vec::new(),
-        out: Vec::new(),
-    };
-    module.visit(&mut v);
-    v.out
-}
-
-/// A parameter id that depends only on the parameter's path (FNV-1a), so optimizer state saved
-/// from one process maps onto the freshly built model of another.
-fn stable_id(path: &str) -> ParamId {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in path.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    ParamId::from(h)
-}
-
-/// Saves the optimizer state keyed by parameter path; returns the paths.
-pub fn save_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
-    optim: &OptimizerAdaptor<AdamW, M, B>,
-    model: &M,
-    file: &Path,
-) -> Result<Vec<String>, TrainError> {
-    let paths: HashMap<ParamId, String> = param_paths(model)
-        .into_iter()
-        .map(|(p, id)| (id, p))
-        .collect();
-    let mut names = Vec::new();
-    let record: OptimRecord<M, B> = optim
-        .to_record()
-        .into_iter()
-        .filter_map(|(id, r)| {
-            let path = paths.get(&id)?;
-            names.push(path.clone());
-            Some((stable_id(path), r))
-        })
-        .collect();
-    names.sort();
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-        .record(record, file.to_path_buf())
-        .map_err(|e| TrainError::Checkpoint {
-            path: file.to_path_buf(),
-            msg: format!("cannot write optimizer state: {e}"),
-        })?;
-    Ok(names)
-}
-
-/// Loads optimizer state written by [`save_optimizer`] for `model`'s parameters.
-pub fn load_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
-    optim: OptimizerAdaptor<AdamW, M, B>,
-    model: &M,
-    file: &Path,
-    device: &B::Device,
-) -> Result<OptimizerAdaptor<AdamW, M, B>, TrainError> {
-    let bad = |msg: String| TrainError::Checkpoint {
-        path: file.to_path_buf(),
-        msg,
-    };
-    let by_stable: HashMap<ParamId, ParamId> = param_paths(model)
-        .into_iter()
-        .map(|(p, id)| (stable_id(&p), id))
-        .collect();
-    // burn's error for a damaged file advises about record formats; say what happened instead.
-    std::fs::metadata(file).map_err(io_err(file))?;
-    let record: OptimRecord<M, B> = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-        .load(file.to_path_buf(), device)
-        .map_err(|_| {
-            bad("the optimizer state is truncated or corrupt: resume from the previous checkpoint instead (delete this checkpoint directory, or give an earlier one to --resume)".into())
-        })?;
-    let n = record.len();
-    let record: OptimRecord<M, B> = record
-        .into_iter()
-        .filter_map(|(sid, r)| by_stable.get(&sid).map(|id| (*id, r)))
-        .collect();
-    if record.len() != n {
-        return Err(bad(format!(
-            "optimizer state for {} parameter(s) that this model does not have",
-            n - record.len()
-        )));
-    }
-    Ok(optim.load_record(record))
-}
-
-/// The `checkpoint-N` directory with the highest N under `out` that has a trainer state.
-pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    latest_checkpoint_holding(out, STATE_FILE)
-}
-
-/// The `checkpoint-N` directory with the highest N under `out` that holds `file` (the file a
-/// checkpoint writes last, so its presence means the checkpoint is whole).
-pub fn latest_checkpoint_holding(out: &Path, file: &str) -> Option<PathBuf> {
-    std::fs::read_dir(out)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join(file).is_file().then(|| (n, e.path()))
-        })
-        .max_by_key(|(n, _)| *n)
-        .map(|(_, p)| p)
-}
-
-pub fn read_trainer_state(dir: &Path) -> Result<TrainerState, TrainError> {
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-        path,
-        msg: format!("not a detox trainer state: {e}"),
-    })
 }
 
 /// Where to resume from.
@@ -536,78 +362,16 @@ impl<B: AutodiffBackend> Trainer<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         cfg.validate()?;
-        let config: T5Config = detox_hub::read_config(model_dir)?;
-        config.validate().map_err(|msg| HubError::Config {
-            path: model_dir.join("config.json"),
-            msg,
-        })?;
-        let encoder = Encoder::from_dir(
-            model_dir,
-            config.pad_token_id,
-            config.vocab_size,
-            cfg.template.clone(),
-            cfg.max_source_len,
-            cfg.max_target_len,
-        )?;
-        let train_tok = encoder.encode_all(train)?;
-        let eval_tok = eval.map(|e| encoder.encode_all(e)).transpose()?;
-        if train_tok.is_empty() {
-            return Err(TrainError::Config("no training examples".into()));
-        }
-
+        let data = tokenize(model_dir, train, eval, &cfg)?;
         let lock = open_run_dir(out, start.run_start(), RUN_OUTPUTS)?;
-        let checkpoint = match start.resume() {
-            None => None,
-            Some(Resume::Latest) => Some(latest_checkpoint(out).ok_or_else(|| {
-                TrainError::Config(format!(
-                    "--resume: no checkpoint-N directory with {STATE_FILE} in {}",
-                    out.display()
-                ))
-            })?),
-            Some(Resume::Dir(d)) => Some(d.clone()),
-        };
+        let checkpoint = resume_checkpoint(out, &start)?;
         let state = checkpoint.as_deref().map(read_trainer_state).transpose()?;
         if let Some(s) = &state {
-            if s.config.mode != cfg.mode {
-                return Err(TrainError::Config(format!(
-                    "--resume: the checkpoint was trained with --mode {:?}, this run asks for {:?}",
-                    s.config.mode, cfg.mode
-                )));
-            }
-            if s.config.batch_size != cfg.batch_size || s.config.seed != cfg.seed {
-                eprintln!(
-                    "warning: resuming with a different --batch-size or --seed than the checkpoint's: the data order changes"
-                );
-            }
+            check_resumed_state(s, &cfg)?;
         }
 
         B::seed(device, cfg.seed);
-        let mut lora = None;
-        let model = match (cfg.mode, &checkpoint) {
-            (Mode::Full, None) => load_t5_with_dropout::<B>(model_dir, cfg.dropout_rate, device)?,
-            (Mode::Full, Some(ck)) => load_t5_with_dropout::<B>(ck, cfg.dropout_rate, device)?,
-            (Mode::Lora, ck) => {
-                let mut m =
-                    load_t5_with_dropout::<B>(model_dir, cfg.dropout_rate, device)?.no_grad();
-                let lc = match ck {
-                    None => {
-                        let mut lc = cfg.lora.clone();
-                        lc.base_model_name_or_path = Some(model_dir.display().to_string());
-                        m.add_lora(&lc, device).map_err(TrainError::Config)?;
-                        lc
-                    }
-                    Some(ck) => {
-                        let names = detox_hub::t5_name_map(&m.config);
-                        let lc = detox_hub::load_adapter(&mut m, ck, &names, device)?;
-                        // load_adapter sets peft's inference-mode dropout; train with the run's.
-                        set_lora_dropout(&mut m, lc.lora_dropout);
-                        lc
-                    }
-                };
-                lora = Some(lc);
-                m
-            }
-        };
+        let (model, lora) = load_model::<B>(model_dir, checkpoint.as_deref(), &cfg, device)?;
         let mut cfg = cfg;
         if let Some(lc) = &lora {
             // Checkpoints record the adapter actually trained (on resume: the checkpoint's).
@@ -618,18 +382,18 @@ impl<B: AutodiffBackend> Trainer<B> {
             optim = load_optimizer(optim, &model, &ck.join(OPTIMIZER_FILE), device)?;
         }
 
-        let total = cfg.total_steps(train_tok.len());
+        let total = cfg.total_steps(data.train.len());
         let pos = state.as_ref().map(|s| s.stream).unwrap_or_default();
         let step = state.as_ref().map_or(0, |s| s.step);
         Ok(Self {
             model: Some(model),
             optim,
             schedule: LinearSchedule::new(cfg.lr, cfg.warmup_steps, total),
-            stream: BatchStream::at(train_tok.len(), cfg.batch_size, cfg.seed, pos),
-            train: train_tok,
-            eval: eval_tok,
+            stream: BatchStream::at(data.train.len(), cfg.batch_size, cfg.seed, pos),
+            train: data.train,
+            eval: data.eval,
             step,
-            pad: config.pad_token_id,
+            pad: data.pad_token_id,
             model_dir: model_dir.to_path_buf(),
             out: out.to_path_buf(),
             device: device.clone(),
@@ -763,7 +527,7 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Writes `checkpoint-{step}` atomically: model, optimizer state, trainer state.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
-        let dir = self.out.join(format!("checkpoint-{}", self.step));
+        let dir = checkpoint_dir(&self.out, self.step);
         write_dir_atomic(&dir, |tmp| {
             self.write_model(tmp)?;
             let optimizer_params =
@@ -777,8 +541,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 config: self.cfg.clone(),
                 optimizer_params,
             };
-            let path = tmp.join(STATE_FILE);
-            crate::runlog::write_json_pretty(&path, &state).map_err(io_err(&path))
+            write_trainer_state(tmp, &state)
         })?;
         self.last_saved = Some(self.step);
         self.last_saved_here = true;
@@ -793,7 +556,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         Ok(match (&self.resumed_from, self.last_saved_here) {
             (Some(d), false) => d.clone(),
-            _ => self.out.join(format!("checkpoint-{}", self.step)),
+            _ => checkpoint_dir(&self.out, self.step),
         })
     }
 
@@ -823,60 +586,20 @@ impl<B: AutodiffBackend> Trainer<B> {
         let total = self.schedule.total;
         let pb = runlog::progress_bar(total, self.step, show_progress);
         let (mut first_loss, mut last_loss, mut eval_loss) = (None, None, None);
-        let (mut win_loss, mut win_steps, mut win_tokens) = (0.0, 0usize, 0usize);
-        let mut win_start = Instant::now();
+        let mut window = LogWindow::new();
         while self.step < total {
             let s = self.train_step()?;
             first_loss.get_or_insert(s.loss);
             last_loss = Some(s.loss);
-            win_loss += s.loss;
-            win_steps += 1;
-            win_tokens += s.tokens;
-            let elapsed = win_start.elapsed().as_secs_f64().max(1e-9);
-            let tps = win_tokens as f64 / elapsed;
+            window.add(&s);
+            let tps = window.tokens_per_s();
             pb.set_position(self.step as u64);
             pb.set_message(format!(
                 "loss {:.4} lr {:.2e} {:.0} tok/s",
                 s.loss, s.lr, tps
             ));
-
-            let at_end = self.step == total;
-            let do_eval = self.eval.is_some()
-                && (at_end || self.cfg.eval_every.is_some_and(|n| self.step % n == 0));
-            let do_log = at_end || self.step % self.cfg.log_every == 0;
-            let mut row = None;
-            if do_log || do_eval {
-                let mut r = serde_json::json!({
-                    "step": self.step,
-                    "epoch": (self.stream.epoch_progress() * 1e4).round() / 1e4,
-                    "loss": win_loss / win_steps as f64,
-                    "lr": s.lr,
-                    "grad_norm": s.grad_norm,
-                    "tokens_per_s": tps,
-                });
-                if do_eval {
-                    let e = self.evaluate().expect("eval set present");
-                    if !e.is_finite() {
-                        return Err(TrainError::NonFinite {
-                            what: "eval loss",
-                            value: e,
-                            step: self.step,
-                        });
-                    }
-                    eval_loss = Some(e);
-                    r["eval_loss"] = serde_json::json!(e);
-                    pb.suspend(|| eprintln!("step {}: eval_loss {e:.4}", self.step));
-                }
-                row = Some(r);
-            }
-            if let Some(r) = row {
-                self.append_metrics(&r)?;
-                if do_log {
-                    win_loss = 0.0;
-                    win_steps = 0;
-                    win_tokens = 0;
-                    win_start = Instant::now();
-                }
+            if let Some(e) = self.log_step(&s, tps, &mut window, &pb)? {
+                eval_loss = Some(e);
             }
             if self.cfg.save_every.is_some_and(|n| self.step % n == 0) {
                 let dir = self.save_checkpoint()?;
@@ -905,6 +628,187 @@ impl<B: AutodiffBackend> Trainer<B> {
             last_checkpoint,
         })
     }
+
+    /// After the step just done: when it is logged (every `log_every` steps and at the end) or
+    /// evaluated (every `eval_every` steps and at the end, with an eval set), appends its metrics
+    /// row, and when logged starts a new `window`. Returns the eval loss if computed.
+    fn log_step(
+        &mut self,
+        s: &StepStats,
+        tokens_per_s: f64,
+        window: &mut LogWindow,
+        pb: &ProgressBar,
+    ) -> Result<Option<f64>, TrainError> {
+        let at_end = self.step == self.schedule.total;
+        let eval_due = at_end || self.cfg.eval_every.is_some_and(|n| self.step % n == 0);
+        let do_log = at_end || self.step % self.cfg.log_every == 0;
+        // `evaluate` is None without an eval set
+        let eval_loss = if eval_due { self.evaluate() } else { None };
+        if !do_log && eval_loss.is_none() {
+            return Ok(None);
+        }
+        let mut row = serde_json::json!({
+            "step": self.step,
+            "epoch": (self.stream.epoch_progress() * 1e4).round() / 1e4,
+            "loss": window.mean_loss(),
+            "lr": s.lr,
+            "grad_norm": s.grad_norm,
+            "tokens_per_s": tokens_per_s,
+        });
+        if let Some(e) = eval_loss {
+            if !e.is_finite() {
+                return Err(TrainError::NonFinite {
+                    what: "eval loss",
+                    value: e,
+                    step: self.step,
+                });
+            }
+            row["eval_loss"] = serde_json::json!(e);
+            pb.suspend(|| eprintln!("step {}: eval_loss {e:.4}", self.step));
+        }
+        self.append_metrics(&row)?;
+        if do_log {
+            *window = LogWindow::new();
+        }
+        Ok(eval_loss)
+    }
+}
+
+/// The steps since the last logged one: the logged loss is their mean, the token rate theirs.
+struct LogWindow {
+    loss: f64,
+    steps: usize,
+    tokens: usize,
+    start: Instant,
+}
+
+impl LogWindow {
+    fn new() -> Self {
+        Self {
+            loss: 0.0,
+            steps: 0,
+            tokens: 0,
+            start: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, s: &StepStats) {
+        self.loss += s.loss;
+        self.steps += 1;
+        self.tokens += s.tokens;
+    }
+
+    fn mean_loss(&self) -> f64 {
+        self.loss / self.steps as f64
+    }
+
+    fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// A run's examples, tokenized for its model.
+struct TokenizedData {
+    pad_token_id: u32,
+    /// Never empty.
+    train: Vec<Tokenized>,
+    eval: Option<Vec<Tokenized>>,
+}
+
+/// The training and eval examples tokenized for the model in `model_dir` (whose config is
+/// checked).
+fn tokenize(
+    model_dir: &Path,
+    train: &[Example],
+    eval: Option<&[Example]>,
+    cfg: &FinetuneConfig,
+) -> Result<TokenizedData, TrainError> {
+    let config: T5Config = detox_hub::read_config(model_dir)?;
+    config.validate().map_err(|msg| HubError::Config {
+        path: model_dir.join("config.json"),
+        msg,
+    })?;
+    let encoder = Encoder::from_dir(
+        model_dir,
+        config.pad_token_id,
+        config.vocab_size,
+        cfg.template.clone(),
+        cfg.max_source_len,
+        cfg.max_target_len,
+    )?;
+    let train_tok = encoder.encode_all(train)?;
+    let eval_tok = eval.map(|e| encoder.encode_all(e)).transpose()?;
+    if train_tok.is_empty() {
+        return Err(TrainError::Config("no training examples".into()));
+    }
+    Ok(TokenizedData {
+        pad_token_id: config.pad_token_id,
+        train: train_tok,
+        eval: eval_tok,
+    })
+}
+
+/// The checkpoint a `--resume` run continues from (`None` for a run that starts afresh).
+fn resume_checkpoint(out: &Path, start: &Start) -> Result<Option<PathBuf>, TrainError> {
+    Ok(match start.resume() {
+        None => None,
+        Some(Resume::Latest) => Some(latest_checkpoint(out).ok_or_else(|| {
+            TrainError::Config(format!(
+                "--resume: no checkpoint-N directory with {TRAINER_STATE_FILE} in {}",
+                out.display()
+            ))
+        })?),
+        Some(Resume::Dir(d)) => Some(d.clone()),
+    })
+}
+
+/// A checkpoint of another `--mode` is refused; another batch size or seed only warned about.
+fn check_resumed_state(state: &TrainerState, cfg: &FinetuneConfig) -> Result<(), TrainError> {
+    if state.config.mode != cfg.mode {
+        return Err(TrainError::Config(format!(
+            "--resume: the checkpoint was trained with --mode {:?}, this run asks for {:?}",
+            state.config.mode, cfg.mode
+        )));
+    }
+    if state.config.batch_size != cfg.batch_size || state.config.seed != cfg.seed {
+        eprintln!(
+            "warning: resuming with a different --batch-size or --seed than the checkpoint's: the data order changes"
+        );
+    }
+    Ok(())
+}
+
+/// The model to train with the run's dropout: the base model (full mode: or the checkpoint's
+/// weights), in LoRA mode frozen, with a fresh adapter or the checkpoint's. Returns the adapter
+/// config in LoRA mode.
+fn load_model<B: AutodiffBackend>(
+    model_dir: &Path,
+    checkpoint: Option<&Path>,
+    cfg: &FinetuneConfig,
+    device: &B::Device,
+) -> Result<(T5<B>, Option<LoraConfig>), TrainError> {
+    let dropout = cfg.dropout_rate;
+    if cfg.mode == Mode::Full {
+        let dir = checkpoint.unwrap_or(model_dir);
+        return Ok((load_t5_with_dropout::<B>(dir, dropout, device)?, None));
+    }
+    let mut m = load_t5_with_dropout::<B>(model_dir, dropout, device)?.no_grad();
+    let lc = match checkpoint {
+        None => {
+            let mut lc = cfg.lora.clone();
+            lc.base_model_name_or_path = Some(model_dir.display().to_string());
+            m.add_lora(&lc, device).map_err(TrainError::Config)?;
+            lc
+        }
+        Some(ck) => {
+            let names = detox_hub::t5_name_map(&m.config);
+            let lc = detox_hub::load_adapter(&mut m, ck, &names, device)?;
+            // load_adapter sets peft's inference-mode dropout; train with the run's.
+            set_lora_dropout(&mut m, lc.lora_dropout);
+            lc
+        }
+    };
+    Ok((m, Some(lc)))
 }
 
 /// The backend seed of step `step`'s dropout masks.

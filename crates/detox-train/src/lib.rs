@@ -2,8 +2,12 @@
 //! `Seq2SeqTrainer` + peft: the seq2seq cross-entropy ([`loss`]), DialogSum data with the lab's
 //! instruction template ([`data`]), `clip_grad_norm_` ([`clip`]), the linear warmup/decay
 //! schedule ([`schedule`]), torch's AdamW through burn's ([`optim`]) and the loop with metrics,
-//! checkpoints and resume ([`finetune`]). Generic over burn's `AutodiffBackend`.
+//! checkpoints and resume ([`finetune`]). What fine-tuning and `detox-ppo` share: optimizer and
+//! trainer state files and the latest-checkpoint lookup ([`checkpoint`]), the run directory's
+//! lock ([`runlock`]), progress and JSONL metrics ([`runlog`]) and SIGINT/SIGTERM ([`interrupt`]).
+//! Generic over burn's `AutodiffBackend`.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod data;
 pub mod finetune;

@@ -6,6 +6,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
+use detox_hub::atomic::write_file_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// The progress bar of a run of `total` steps, already at `position`; hidden when `show` is
@@ -49,17 +50,8 @@ pub fn trim_jsonl_to_step(path: &Path, step: usize) -> std::io::Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    write_atomic(path, kept.as_bytes())
+    write_file_atomic(path, kept.as_bytes())
 }
-
-/// Writes `value` as pretty JSON with a final newline (a checkpoint's state file, written
-/// inside the checkpoint's temporary directory).
-pub fn write_json_pretty<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
-}
-
-pub use detox_hub::atomic::write_file_atomic as write_atomic;
 
 #[cfg(test)]
 mod tests {
