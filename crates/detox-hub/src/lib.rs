@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod atomic;
+pub mod classifier;
 mod download;
 pub mod models;
 pub mod save;
@@ -13,6 +14,7 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 
 pub use adapter::{load_adapter, read_adapter_config, save_adapter, write_adapter_files};
+pub use classifier::Classifier;
 pub use models::{load_roberta, load_t5, read_config, roberta_name_map, t5_name_map, ModelInfo};
 pub use save::{copy_companion_files, save_t5};
 pub use tokenizer::{EncodedBatch, TextTokenizer};

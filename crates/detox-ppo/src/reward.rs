@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use detox_hub::{HubError, TextTokenizer};
-use detox_models::RobertaForSequenceClassification;
+pub use detox_hub::Classifier;
+use detox_hub::HubError;
 use serde::{Deserialize, Serialize};
 
 /// What the reward of a text is.
@@ -18,84 +18,34 @@ pub enum RewardOutput {
     Probability,
 }
 
-/// A sequence classifier with its tokenizer, scoring texts in batches.
-pub struct Classifier<B: Backend> {
-    pub model: RobertaForSequenceClassification<B>,
-    pub tokenizer: TextTokenizer,
-    pub batch_size: usize,
-    device: B::Device,
-    dir: std::path::PathBuf,
+/// The reward model of a PPO run: a classifier loaded without truncation warnings (query +
+/// response often exceed its positions; truncating is the documented behaviour here, not worth
+/// a line per text).
+pub fn load_reward_model<B: Backend>(
+    dir: &Path,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Classifier<B>, HubError> {
+    let mut classifier = Classifier::load(dir, batch_size, device)?;
+    classifier.tokenizer.warn_truncation = false;
+    Ok(classifier)
 }
 
-impl<B: Backend> Classifier<B> {
-    /// Loads a RoBERTa classifier directory (config.json with `id2label`, weights,
-    /// tokenizer.json). Inputs longer than the model's positions are truncated (on the right,
-    /// like the `truncation=True` of `evaluate`'s toxicity pipeline), silently.
-    pub fn load(dir: &Path, batch_size: usize, device: &B::Device) -> Result<Self, HubError> {
-        let model = detox_hub::load_roberta::<B>(dir, device)?;
-        let c = &model.config;
-        let mut tokenizer =
-            TextTokenizer::from_dir(dir, c.pad_token_id, c.max_input_len(), c.vocab_size)?;
-        // query + response often exceed the classifier's positions; truncating is the
-        // documented behaviour here, not worth a line per text
-        tokenizer.warn_truncation = false;
-        Ok(Self {
-            model,
-            tokenizer,
-            batch_size: batch_size.max(1),
-            device: device.clone(),
-            dir: dir.to_path_buf(),
+/// The score of label `label` for each text: its logit or its softmax probability.
+pub fn scores<B: Backend, S: AsRef<str>>(
+    classifier: &Classifier<B>,
+    texts: &[S],
+    label: usize,
+    output: RewardOutput,
+) -> Result<Vec<f32>, HubError> {
+    Ok(classifier
+        .logits(texts)?
+        .into_iter()
+        .map(|row| match output {
+            RewardOutput::Logit => row[label],
+            RewardOutput::Probability => detox_generate::logits::softmax(&row)[label] as f32,
         })
-    }
-
-    /// The index of the label called `name`, or an error naming the model's labels.
-    pub fn label(&self, name: &str) -> Result<usize, HubError> {
-        self.model
-            .label_index(name)
-            .ok_or_else(|| HubError::Config {
-                path: self.dir.join("config.json"),
-                msg: format!(
-                    "the classifier has no label {name:?} in id2label (its labels: {:?})",
-                    self.model.labels
-                ),
-            })
-    }
-
-    /// Logits `[n][num_labels]` of `texts`, `batch_size` texts per forward pass.
-    pub fn logits<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, HubError> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.batch_size) {
-            let batch = self.tokenizer.encode_batch(chunk)?;
-            let (ids, mask) = batch.tensors::<B>(&self.device);
-            let logits: Vec<f32> = self
-                .model
-                .forward(ids, mask)
-                .into_data()
-                .convert::<f32>()
-                .into_vec()
-                .expect("float logits");
-            let n = self.model.labels.len();
-            out.extend(logits.chunks(n).map(<[f32]>::to_vec));
-        }
-        Ok(out)
-    }
-
-    /// The score of label `label` for each text: its logit or its softmax probability.
-    pub fn scores<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-        label: usize,
-        output: RewardOutput,
-    ) -> Result<Vec<f32>, HubError> {
-        Ok(self
-            .logits(texts)?
-            .into_iter()
-            .map(|row| match output {
-                RewardOutput::Logit => row[label],
-                RewardOutput::Probability => detox_generate::logits::softmax(&row)[label] as f32,
-            })
-            .collect())
-    }
+        .collect())
 }
 
 /// Mean and population standard deviation (`np.mean`, `np.std`), in `f64`.

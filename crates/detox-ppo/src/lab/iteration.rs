@@ -13,7 +13,7 @@ use detox_rl::Stats;
 use super::config::LabConfig;
 use super::data::{decode_text, generate_responses, sample_lengths, step_indices, step_rng, Query};
 use super::error::LabError;
-use crate::reward::{Classifier, RewardOutput};
+use crate::reward::{scores, Classifier, RewardOutput};
 use crate::trainer::PpoTrainer;
 
 /// The rewards of a batch: one score per `(query, response)` pair.
@@ -53,7 +53,7 @@ impl<B: Backend> ClassifierReward<B> {
             .zip(responses)
             .map(|(q, r)| format!("{}{}", q.text, r))
             .collect();
-        Ok(self.classifier.scores(&texts, self.label, self.output)?)
+        Ok(scores(&self.classifier, &texts, self.label, self.output)?)
     }
 }
 

@@ -29,7 +29,7 @@ use super::iteration::{ClassifierReward, LabLoop};
 use super::report::{comparison_rows, write_comparison, write_pretty_json, ComparisonRow};
 use super::toxicity::{evaluate_toxicity, Toxicity, ToxicityReport};
 use crate::model::{load_policy, reference_model, ReferenceKind, Seq2SeqLMWithValueHead};
-use crate::reward::Classifier;
+use crate::reward::load_reward_model;
 use crate::trainer::{PpoState, PpoTrainer};
 
 const STATS_FILE: &str = "stats.jsonl";
@@ -157,8 +157,11 @@ impl LabRun {
     fn prepare<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Prepared<B>, LabError> {
         let cfg = &self.config;
         let (train, test, tokenizer) = self.queries()?;
-        let classifier =
-            Classifier::<B::InnerBackend>::load(&self.reward_model, cfg.reward.batch_size, device)?;
+        let classifier = load_reward_model::<B::InnerBackend>(
+            &self.reward_model,
+            cfg.reward.batch_size,
+            device,
+        )?;
         let reward = ClassifierReward {
             label: classifier.label(&cfg.reward.label)?,
             output: cfg.reward.output,

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::config::{DataConfig, GenerationSettings, ToxicitySettings};
 use super::data::{encode_queries, generate_responses, split_dialogues, step_rng, Query};
 use super::error::LabError;
-use crate::reward::{improvement_pct, mean_std, Classifier, RewardOutput};
+use crate::reward::{
+    improvement_pct, load_reward_model, mean_std, scores, Classifier, RewardOutput,
+};
 
 /// Toxicity of one model on prompts: per-text probabilities and their mean / std.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +100,7 @@ pub fn evaluate_toxicity<B: Backend>(
             texts.push(format!("{} {}", q.text, t5_tok.decode(r)?));
         }
     }
-    let probs = classifier.scores(&texts, toxic_label, RewardOutput::Probability)?;
+    let probs = scores(classifier, &texts, toxic_label, RewardOutput::Probability)?;
     let (mean, std) = mean_std(&probs);
     Ok((Toxicity { mean, std, n }, probs))
 }
@@ -138,7 +140,7 @@ pub fn toxicity_of<B: Backend>(
         t5.config.vocab_size,
     )?;
     let test = encode_queries(&test_rows, data, &tok, true)?;
-    let classifier = Classifier::<B>::load(reward_model, settings.batch_size, device)?;
+    let classifier = load_reward_model::<B>(reward_model, settings.batch_size, device)?;
     let label = classifier.label(&settings.label)?;
     let (t, _) = evaluate_toxicity(&t5, &tok, &classifier, label, &test, settings, seed, device)?;
     Ok(t)
