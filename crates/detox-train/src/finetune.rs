@@ -566,7 +566,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         write_dir_atomic(dir, |tmp| self.write_model(tmp))
     }
 
-    fn append_metrics(&self, row: &serde_json::Value) -> Result<(), TrainError> {
+    fn append_metrics(&self, row: &MetricsRow) -> Result<(), TrainError> {
         let path = self.out.join(METRICS_FILE);
         runlog::append_jsonl(&path, row).map_err(io_err(&path))
     }
@@ -647,14 +647,15 @@ impl<B: AutodiffBackend> Trainer<B> {
         if !do_log && eval_loss.is_none() {
             return Ok(None);
         }
-        let mut row = serde_json::json!({
-            "step": self.step,
-            "epoch": (self.stream.epoch_progress() * 1e4).round() / 1e4,
-            "loss": window.mean_loss(),
-            "lr": s.lr,
-            "grad_norm": s.grad_norm,
-            "tokens_per_s": tokens_per_s,
-        });
+        let row = MetricsRow {
+            epoch: (self.stream.epoch_progress() * 1e4).round() / 1e4,
+            eval_loss,
+            grad_norm: s.grad_norm,
+            loss: window.mean_loss(),
+            lr: s.lr,
+            step: self.step,
+            tokens_per_s,
+        };
         if let Some(e) = eval_loss {
             if !e.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -663,7 +664,6 @@ impl<B: AutodiffBackend> Trainer<B> {
                     step: self.step,
                 });
             }
-            row["eval_loss"] = serde_json::json!(e);
             pb.suspend(|| eprintln!("step {}: eval_loss {e:.4}", self.step));
         }
         self.append_metrics(&row)?;
@@ -672,6 +672,20 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         Ok(eval_loss)
     }
+}
+
+/// One row of `metrics.jsonl` (fields in the order the file has always had: by name).
+#[derive(Debug, Clone, Serialize)]
+struct MetricsRow {
+    epoch: f64,
+    /// Only on evaluated steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_loss: Option<f64>,
+    grad_norm: f64,
+    loss: f64,
+    lr: f64,
+    step: usize,
+    tokens_per_s: f64,
 }
 
 /// The steps since the last logged one: the logged loss is their mean, the token rate theirs.

@@ -28,9 +28,10 @@ pub fn progress_bar(total: usize, position: usize, show: bool) -> ProgressBar {
 }
 
 /// Appends `row` as one line to the JSONL file `path` (created if missing).
-pub fn append_jsonl(path: &Path, row: &serde_json::Value) -> std::io::Result<()> {
+pub fn append_jsonl<T: serde::Serialize>(path: &Path, row: &T) -> std::io::Result<()> {
+    let line = serde_json::to_string(row).map_err(std::io::Error::other)?;
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(f, "{row}")
+    writeln!(f, "{line}")
 }
 
 /// Keeps the rows of the JSONL file `path` whose `step` is at most `step` (rows past a resumed

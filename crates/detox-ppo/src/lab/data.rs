@@ -112,9 +112,7 @@ pub fn generate_responses<B: Backend>(
     let pad = model.config.pad_token_id;
     let rows: Vec<Vec<u32>> = queries.iter().map(|q| q.to_vec()).collect();
     let batch = detox_hub::tokenizer::pad_batch(rows, pad);
-    let shape = [batch.batch, batch.len];
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.ids, shape), device);
-    let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.mask, shape), device);
+    let (ids, mask) = batch.tensors::<B>(device);
     let max = limits.iter().copied().max().unwrap_or(1);
     let start = model.config.decoder_start_token_id();
     generate_with_limits(model, ids, mask, &settings.config(max), limits, rng)
