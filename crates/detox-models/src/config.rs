@@ -134,7 +134,11 @@ impl T5Config {
             mul(layers, block).saturating_add(table).saturating_add(d)
         };
         let embedding = mul(self.vocab_size, d);
-        let head = if self.tie_word_embeddings { 0 } else { embedding };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            embedding
+        };
         embedding
             .saturating_add(stack(self.num_layers, 1))
             .saturating_add(stack(self.decoder_layers(), 2))
@@ -379,7 +383,8 @@ mod tests {
 
     #[test]
     fn real_configs_count_as_transformers_does() {
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
         let read = |p: &str| std::fs::read_to_string(fixtures.join(p)).unwrap();
         let counts: serde_json::Value =
             serde_json::from_str(&read("reference/param_counts.json")).unwrap();
