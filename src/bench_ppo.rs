@@ -16,7 +16,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rand::{Rng, SeedableRng};
 
-use crate::backend::{AutodiffJob, DeviceKind};
+use crate::backend::{AutodiffJob, DeviceArgs};
 use detox_models::{
     LoraConfig, LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
     T5ForConditionalGeneration, ValueHead,
@@ -39,8 +39,8 @@ pub struct PpoBenchArgs {
     pub query_len: usize,
     #[arg(long, default_value_t = 100)]
     pub response_len: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Append the results as one JSON line to this file.
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
@@ -114,7 +114,7 @@ impl AutodiffJob for PpoBench {
             })
             .collect();
         let mut out = serde_json::json!({
-            "device": format!("{:?}", a.device).to_lowercase(),
+            "device": a.device.name(),
             "trainable_params": trainable,
             "all_params": all,
             "query_len": a.query_len,

@@ -139,7 +139,10 @@ pub fn read_parallel(predictions: &Path, references: &Path) -> Result<Vec<Exampl
     let r_text = read_text(references)?;
     let p: Vec<&str> = p_text.lines().collect();
     let r: Vec<&str> = r_text.lines().collect();
-    for (lines, path, what) in [(&p, predictions, "predictions"), (&r, references, "references")] {
+    for (lines, path, what) in [
+        (&p, predictions, "predictions"),
+        (&r, references, "references"),
+    ] {
         if lines.is_empty() {
             return Err(FileError::NoLines {
                 path: path.to_path_buf(),
@@ -246,7 +249,10 @@ mod tests {
             ),
             "{e}"
         );
-        let e = pairs_error("missing.jsonl", &format!("{good}\n\n{{\"prediction\": \"a\"}}\n"));
+        let e = pairs_error(
+            "missing.jsonl",
+            &format!("{good}\n\n{{\"prediction\": \"a\"}}\n"),
+        );
         assert!(
             e.ends_with(r#"missing.jsonl:3: missing field "reference" (expected a string)"#),
             "{e}"
@@ -287,15 +293,28 @@ mod tests {
             )
         );
         let e = read_parallel(&r, &p).unwrap_err().to_string();
-        assert!(e.contains(&format!("({}:3 has no counterpart in {})", p.display(), r.display())), "{e}");
+        assert!(
+            e.contains(&format!(
+                "({}:3 has no counterpart in {})",
+                p.display(),
+                r.display()
+            )),
+            "{e}"
+        );
 
         let empty = temp_file("r_empty.txt", "");
         let e = read_parallel(&p, &empty).unwrap_err().to_string();
         assert_eq!(
             e,
-            format!("{}: no references; expected one text per line", empty.display())
+            format!(
+                "{}: no references; expected one text per line",
+                empty.display()
+            )
         );
         let e = read_parallel(&empty, &p).unwrap_err().to_string();
-        assert!(e.ends_with("r_empty.txt: no predictions; expected one text per line"), "{e}");
+        assert!(
+            e.ends_with("r_empty.txt: no predictions; expected one text per line"),
+            "{e}"
+        );
     }
 }
