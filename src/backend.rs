@@ -22,6 +22,44 @@ pub enum DeviceKind {
     Cuda,
 }
 
+impl DeviceKind {
+    /// The name `--device` takes (`cpu`, `ndarray`, `wgpu`, `cuda`).
+    pub fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+}
+
+/// `--device`, flattened (`#[command(flatten)]`) into every command that computes; the command
+/// then runs through [`DeviceArgs::run`] or [`DeviceArgs::run_autodiff`].
+#[derive(clap::Args, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceArgs {
+    #[arg(
+        id = "device",
+        long = "device",
+        value_name = "DEVICE",
+        value_enum,
+        default_value = "cpu"
+    )]
+    pub kind: DeviceKind,
+}
+
+impl DeviceArgs {
+    /// The name of the chosen device (`cpu`, `ndarray`, `wgpu`, `cuda`).
+    pub fn name(self) -> String {
+        self.kind.name()
+    }
+
+    /// Runs `job` on the chosen backend ([`run_on`]).
+    pub fn run<J: Job>(self, job: J) -> Result<J::Output> {
+        run_on(self.kind, job)
+    }
+
+    /// Runs `job` on the autodiff version of the chosen backend ([`run_autodiff_on`]).
+    pub fn run_autodiff<J: AutodiffJob>(self, job: J) -> Result<J::Output> {
+        run_autodiff_on(self.kind, job)
+    }
+}
+
 /// Work that runs on whichever backend the user picked.
 pub trait Job {
     type Output;
@@ -80,6 +118,41 @@ pub fn run_autodiff_on<J: AutodiffJob>(kind: DeviceKind, job: J) -> Result<J::Ou
 }
 
 fn missing_feature<T>(kind: DeviceKind) -> Result<T> {
-    let name = format!("{kind:?}").to_lowercase();
+    let name = kind.name();
     bail!("this detox binary was built without the `{name}` feature: rebuild with `cargo build --release --features {name}`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        device: DeviceArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<DeviceKind, clap::Error> {
+        Cli::try_parse_from(std::iter::once("detox").chain(argv.iter().copied()))
+            .map(|c| c.device.kind)
+    }
+
+    #[test]
+    fn device_flag_defaults_to_cpu_and_takes_each_backend() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        assert_eq!(parse(&[]).unwrap(), DeviceKind::Cpu);
+        assert_eq!(parse(&["--device", "flex"]).unwrap(), DeviceKind::Cpu);
+        for kind in [
+            DeviceKind::Cpu,
+            DeviceKind::Ndarray,
+            DeviceKind::Wgpu,
+            DeviceKind::Cuda,
+        ] {
+            assert_eq!(parse(&["--device", &kind.name()]).unwrap(), kind);
+        }
+        let e = parse(&["--device", "tpu"]).unwrap_err().to_string();
+        assert!(e.contains("'--device <DEVICE>'"), "{e}");
+    }
 }

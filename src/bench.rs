@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::backend::{AutodiffJob, DeviceKind};
+use crate::backend::{AutodiffJob, DeviceArgs};
 use detox_generate::{generate, GenerationConfig};
 use detox_models::{
     LoraConfig, LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
@@ -62,8 +62,8 @@ pub struct BenchArgs {
     pub sft_source_len: usize,
     #[arg(long, default_value_t = 128)]
     pub sft_target_len: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Append one JSON line per result to this file.
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
@@ -100,15 +100,23 @@ fn read_or<T: serde::de::DeserializeOwned>(path: &Option<PathBuf>, default: &str
     }
 }
 
+/// The ids random inputs are drawn from: `3..cap`, within a vocabulary of `vocab_size` (a
+/// `--t5-config` / `--roberta-config` with a small vocabulary gets ids it can embed).
+fn id_range(vocab_size: usize, cap: i64) -> std::ops::Range<i64> {
+    let hi = (vocab_size as i64).clamp(1, cap);
+    3.min(hi - 1)..hi
+}
+
 fn random_ids<B: Backend>(
     rng: &mut rand::rngs::StdRng,
     batch: usize,
     len: usize,
-    lo: i64,
-    hi: i64,
+    range: std::ops::Range<i64>,
     device: &B::Device,
 ) -> Tensor<B, 2, Int> {
-    let ids: Vec<i64> = (0..batch * len).map(|_| rng.random_range(lo..hi)).collect();
+    let ids: Vec<i64> = (0..batch * len)
+        .map(|_| rng.random_range(range.clone()))
+        .collect();
     Tensor::from_data(TensorData::new(ids, [batch, len]), device)
 }
 
@@ -134,7 +142,7 @@ impl AutodiffJob for Bench {
         let a = self.0;
         let mut results = inference::<B::InnerBackend>(&a, &device)?;
         for (name, lora) in [("sft-lora", true), ("sft-full", false)] {
-            if a.what.iter().any(|x| x == name) {
+            if a.wants(name) {
                 results.push(sft_step::<B>(&a, name, lora, &device)?);
             }
         }
@@ -163,7 +171,9 @@ fn sft_step<B: AutodiffBackend>(
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let (b, src, tgt) = (a.sft_batch, a.sft_source_len, a.sft_target_len);
-    let mut ids = |n: usize| -> Vec<i64> { (0..n).map(|_| rng.random_range(3..32000)).collect() };
+    let range = id_range(c.vocab_size, 32000);
+    let mut ids =
+        |n: usize| -> Vec<i64> { (0..n).map(|_| rng.random_range(range.clone())).collect() };
     let batch = Batch {
         input_ids: ids(b * src),
         attention_mask: vec![1; b * src],
@@ -182,7 +192,7 @@ fn sft_step<B: AutodiffBackend>(
     });
     Ok(BenchResult {
         name: name.into(),
-        device: format!("{:?}", a.device).to_lowercase(),
+        device: a.device.name(),
         batch: b,
         seconds_median: s,
         throughput: (b * (src + tgt)) as f64 / s,
@@ -191,86 +201,119 @@ fn sft_step<B: AutodiffBackend>(
     })
 }
 
+impl BenchArgs {
+    /// Whether `--what` names benchmark `name`.
+    fn wants(&self, name: &str) -> bool {
+        self.what.iter().any(|x| x == name)
+    }
+}
+
+/// The inference benchmarks `--what` asks for: T5 encoder / decoding, then the RoBERTa forward
+/// pass (random inputs from one seeded generator, in that order).
 fn inference<B: Backend>(a: &BenchArgs, device: &B::Device) -> Result<Vec<BenchResult>> {
-    let device = device.clone();
-    let dev_name = format!("{:?}", a.device).to_lowercase();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut results = Vec::new();
-    let wants = |w: &str| a.what.iter().any(|x| x == w);
     if a.what.iter().any(|w| w.starts_with("t5")) {
-        let c: T5Config = read_or(&a.t5_config, FLAN_T5_BASE)?;
-        c.validate().map_err(anyhow::Error::msg)?;
-        let mut model = T5ForConditionalGeneration::<B>::new(&c, &device);
-        model.use_out_in_layout(); // as the loaders store weights
-        for &batch in &a.batch {
-            let ids = random_ids::<B>(&mut rng, batch, a.prompt_len, 3, 32000, &device);
-            let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], &device);
-            if wants("t5-encoder") {
-                let s = median_secs(a.repeats, || {
-                    let out = model.encode(ids.clone(), mask.clone());
-                    let _ = out.hidden.into_data();
-                });
-                results.push(BenchResult {
-                    name: "t5-encoder".into(),
-                    device: dev_name.clone(),
-                    batch,
-                    seconds_median: s,
-                    throughput: (batch * a.prompt_len) as f64 / s,
-                    unit: "prompt tokens/s",
-                    peak_rss_mb: None,
-                });
-            }
-            for (name, sample) in [("t5-greedy", false), ("t5-sample", true)] {
-                if !wants(name) {
-                    continue;
-                }
-                let cfg = GenerationConfig {
-                    max_new_tokens: a.new_tokens,
-                    min_new_tokens: a.new_tokens,
-                    do_sample: sample,
-                    top_k: 0,
-                    top_p: 1.0,
-                    ..Default::default()
-                };
-                let mut grng = rand::rngs::StdRng::seed_from_u64(1);
-                let s = median_secs(a.repeats, || {
-                    let out = generate(&model, ids.clone(), mask.clone(), &cfg, &mut grng);
-                    assert!(out.iter().all(|r| r.len() == a.new_tokens));
-                });
-                results.push(BenchResult {
-                    name: name.into(),
-                    device: dev_name.clone(),
-                    batch,
-                    seconds_median: s,
-                    throughput: (batch * a.new_tokens) as f64 / s,
-                    unit: "new tokens/s",
-                    peak_rss_mb: None,
-                });
-            }
-        }
+        results.extend(t5_inference::<B>(a, &mut rng, device)?);
     }
-    if wants("roberta") {
-        let c: RobertaConfig = read_or(&a.roberta_config, ROBERTA_BASE)?;
-        c.validate().map_err(anyhow::Error::msg)?;
-        let mut model = RobertaForSequenceClassification::<B>::new(&c, &device);
-        model.use_out_in_layout(); // as the loaders store weights
-        let (b, l) = (a.roberta_batch, a.roberta_len);
-        let ids = random_ids::<B>(&mut rng, b, l, 3, 50000, &device);
-        let mask = Tensor::<B, 2, Int>::ones([b, l], &device);
-        let s = median_secs(a.repeats, || {
-            let _ = model.forward(ids.clone(), mask.clone()).into_data();
-        });
-        results.push(BenchResult {
-            name: format!("roberta-{b}x{l}"),
-            device: dev_name.clone(),
-            batch: b,
-            seconds_median: s,
-            throughput: b as f64 / s,
-            unit: "sequences/s",
-            peak_rss_mb: None,
-        });
+    if a.wants("roberta") {
+        results.push(roberta_forward::<B>(a, &mut rng, device)?);
     }
     Ok(results)
+}
+
+/// `t5-encoder`, `t5-greedy` and `t5-sample` (those asked for) at each `--batch` size.
+fn t5_inference<B: Backend>(
+    a: &BenchArgs,
+    rng: &mut rand::rngs::StdRng,
+    device: &B::Device,
+) -> Result<Vec<BenchResult>> {
+    let c: T5Config = read_or(&a.t5_config, FLAN_T5_BASE)?;
+    c.validate().map_err(anyhow::Error::msg)?;
+    let mut model = T5ForConditionalGeneration::<B>::new(&c, device);
+    model.use_out_in_layout(); // as the loaders store weights
+    let result = |name: &str, batch, s, throughput, unit| BenchResult {
+        name: name.into(),
+        device: a.device.name(),
+        batch,
+        seconds_median: s,
+        throughput,
+        unit,
+        peak_rss_mb: None,
+    };
+    let mut results = Vec::new();
+    for &batch in &a.batch {
+        let ids = random_ids::<B>(
+            rng,
+            batch,
+            a.prompt_len,
+            id_range(c.vocab_size, 32000),
+            device,
+        );
+        let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], device);
+        if a.wants("t5-encoder") {
+            let s = median_secs(a.repeats, || {
+                let out = model.encode(ids.clone(), mask.clone());
+                let _ = out.hidden.into_data();
+            });
+            let tokens = (batch * a.prompt_len) as f64;
+            results.push(result(
+                "t5-encoder",
+                batch,
+                s,
+                tokens / s,
+                "prompt tokens/s",
+            ));
+        }
+        for (name, sample) in [("t5-greedy", false), ("t5-sample", true)] {
+            if !a.wants(name) {
+                continue;
+            }
+            let cfg = GenerationConfig {
+                max_new_tokens: a.new_tokens,
+                min_new_tokens: a.new_tokens,
+                do_sample: sample,
+                top_k: 0,
+                top_p: 1.0,
+                ..Default::default()
+            };
+            let mut grng = rand::rngs::StdRng::seed_from_u64(1);
+            let s = median_secs(a.repeats, || {
+                let out = generate(&model, ids.clone(), mask.clone(), &cfg, &mut grng);
+                assert!(out.iter().all(|r| r.len() == a.new_tokens));
+            });
+            let tokens = (batch * a.new_tokens) as f64;
+            results.push(result(name, batch, s, tokens / s, "new tokens/s"));
+        }
+    }
+    Ok(results)
+}
+
+/// The RoBERTa classifier's forward pass on `--roberta-batch` x `--roberta-len` random ids.
+fn roberta_forward<B: Backend>(
+    a: &BenchArgs,
+    rng: &mut rand::rngs::StdRng,
+    device: &B::Device,
+) -> Result<BenchResult> {
+    let c: RobertaConfig = read_or(&a.roberta_config, ROBERTA_BASE)?;
+    c.validate().map_err(anyhow::Error::msg)?;
+    let mut model = RobertaForSequenceClassification::<B>::new(&c, device);
+    model.use_out_in_layout(); // as the loaders store weights
+    let (b, l) = (a.roberta_batch, a.roberta_len);
+    let ids = random_ids::<B>(rng, b, l, id_range(c.vocab_size, 50000), device);
+    let mask = Tensor::<B, 2, Int>::ones([b, l], device);
+    let s = median_secs(a.repeats, || {
+        let _ = model.forward(ids.clone(), mask.clone()).into_data();
+    });
+    Ok(BenchResult {
+        name: format!("roberta-{b}x{l}"),
+        device: a.device.name(),
+        batch: b,
+        seconds_median: s,
+        throughput: b as f64 / s,
+        unit: "sequences/s",
+        peak_rss_mb: None,
+    })
 }
 
 fn report(a: &BenchArgs, results: &[BenchResult]) -> Result<()> {

@@ -17,7 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::backend::{AutodiffJob, DeviceKind};
+use crate::backend::{AutodiffJob, DeviceArgs};
 use detox_models::{
     LoraConfig, LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
     T5ForConditionalGeneration, ValueHead,
@@ -40,8 +40,8 @@ pub struct PpoBenchArgs {
     pub query_len: usize,
     #[arg(long, default_value_t = 100)]
     pub response_len: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Append the results as one JSON line to this file.
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
@@ -77,7 +77,7 @@ impl AutodiffJob for PpoBench {
         let queries = random_ids(&mut rng, bs, a.query_len.saturating_sub(1), None, Some(1));
         let responses = random_ids(&mut rng, bs, a.response_len, Some(0), None);
         let mut out = serde_json::json!({
-            "device": format!("{:?}", a.device).to_lowercase(),
+            "device": a.device.name(),
             "trainable_params": trainable,
             "all_params": all,
             "query_len": a.query_len,

@@ -10,8 +10,10 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::backend::{DeviceKind, Job};
+use crate::backend::{DeviceArgs, Job};
+use crate::batch_tensors::batch_tensors;
 use detox_generate::{generate, GenerationConfig};
+use detox_hub::atomic::write_file_atomic;
 use detox_hub::TextTokenizer;
 use detox_rouge::{mean_fmeasure, RougeMeans};
 use detox_train::data::{read_jsonl, PromptTemplate};
@@ -40,8 +42,8 @@ pub struct EvaluateArgs {
     /// Output directory for evaluation.csv and evaluation.json.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -97,16 +99,7 @@ impl Job for Evaluate {
         if a.max_source_length == 0 {
             bail!("--max-source-length must be at least 1 (the longest prompt in tokens)");
         }
-        let specs = a
-            .models
-            .iter()
-            .map(|s| parse_spec(s))
-            .collect::<Result<Vec<_>>>()?;
-        let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) {
-            bail!("--model names must be distinct");
-        }
+        let specs = parse_specs(&a.models)?;
         let template = match &a.template {
             Some(t) => PromptTemplate::new(t.clone())?,
             None => PromptTemplate::default(),
@@ -117,57 +110,10 @@ impl Job for Evaluate {
         }
         let prompts: Vec<String> = rows.iter().map(|r| template.render(&r.dialogue)).collect();
         let human: Vec<String> = rows.iter().map(|r| r.summary.clone()).collect();
-        let gen = GenerationConfig {
-            max_new_tokens: a.max_new_tokens,
-            ..Default::default()
-        };
-
-        let mut reports = Vec::new();
-        for spec in &specs {
-            let dir = detox_hub::resolve_model(&spec.model)?;
-            let mut model = detox_hub::load_t5::<B>(&dir, &device)?;
-            if let Some(adapter) = &spec.adapter {
-                let names = detox_hub::t5_name_map(&model.config);
-                detox_hub::load_adapter(&mut model, adapter, &names, &device)?;
-            }
-            let c = &model.config;
-            let tok =
-                TextTokenizer::from_dir(&dir, c.pad_token_id, a.max_source_length, c.vocab_size)?;
-            let mut summaries = Vec::with_capacity(prompts.len());
-            for chunk in prompts.chunks(a.batch_size.max(1)) {
-                let batch = tok.encode_batch(chunk)?;
-                let ids = Tensor::<B, 2, Int>::from_data(
-                    TensorData::new(batch.ids, [batch.batch, batch.len]),
-                    &device,
-                );
-                let mask = Tensor::<B, 2, Int>::from_data(
-                    TensorData::new(batch.mask, [batch.batch, batch.len]),
-                    &device,
-                );
-                let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-                for out in generate(&model, ids, mask, &gen, &mut rng) {
-                    summaries.push(tok.decode(&out)?);
-                }
-                eprintln!(
-                    "{}: {}/{} summaries",
-                    spec.name,
-                    summaries.len(),
-                    prompts.len()
-                );
-            }
-            let scores: Vec<_> = summaries
-                .iter()
-                .zip(&human)
-                .map(|(p, r)| detox_rouge::score(p, r))
-                .collect();
-            reports.push(ModelReport {
-                name: spec.name.clone(),
-                model: spec.model.clone(),
-                adapter: spec.adapter.as_ref().map(|p| p.display().to_string()),
-                rouge: mean_fmeasure(&scores),
-                summaries,
-            });
-        }
+        let reports = specs
+            .iter()
+            .map(|spec| evaluate_model::<B>(spec, &a, &prompts, &human, &device))
+            .collect::<Result<Vec<_>>>()?;
 
         print_table(&human, &reports);
         let report = Report {
@@ -177,20 +123,87 @@ impl Job for Evaluate {
             human_baseline_summaries: human,
             models: reports,
         };
-        std::fs::create_dir_all(&a.out)
-            .with_context(|| format!("cannot create {}", a.out.display()))?;
-        write_atomic(
-            &a.out.join("evaluation.json"),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
-        write_atomic(&a.out.join("evaluation.csv"), csv(&report).as_bytes())?;
-        eprintln!(
-            "wrote {} and {}",
-            a.out.join("evaluation.csv").display(),
-            a.out.join("evaluation.json").display()
-        );
-        Ok(())
+        write_report(&a.out, &report)
     }
+}
+
+/// The `--model` specs, refusing a name given twice.
+fn parse_specs(models: &[String]) -> Result<Vec<ModelSpec>> {
+    let specs = models
+        .iter()
+        .map(|s| parse_spec(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        bail!("--model names must be distinct");
+    }
+    Ok(specs)
+}
+
+/// One model's summaries of `prompts` (greedy, in batches of `--batch-size`) and its ROUGE
+/// against `human`.
+fn evaluate_model<B: Backend>(
+    spec: &ModelSpec,
+    a: &EvaluateArgs,
+    prompts: &[String],
+    human: &[String],
+    device: &B::Device,
+) -> Result<ModelReport> {
+    let gen = GenerationConfig {
+        max_new_tokens: a.max_new_tokens,
+        ..Default::default()
+    };
+    let dir = detox_hub::resolve_model(&spec.model)?;
+    let mut model = detox_hub::load_t5::<B>(&dir, device)?;
+    if let Some(adapter) = &spec.adapter {
+        let names = detox_hub::t5_name_map(&model.config);
+        detox_hub::load_adapter(&mut model, adapter, &names, device)?;
+    }
+    let c = &model.config;
+    let tok = TextTokenizer::from_dir(&dir, c.pad_token_id, a.max_source_length, c.vocab_size)?;
+    let mut summaries = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(a.batch_size.max(1)) {
+        let (ids, mask) = batch_tensors::<B>(&tok.encode_batch(chunk)?, device);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for out in generate(&model, ids, mask, &gen, &mut rng) {
+            summaries.push(tok.decode(&out)?);
+        }
+        eprintln!(
+            "{}: {}/{} summaries",
+            spec.name,
+            summaries.len(),
+            prompts.len()
+        );
+    }
+    let scores: Vec<_> = summaries
+        .iter()
+        .zip(human)
+        .map(|(p, r)| detox_rouge::score(p, r))
+        .collect();
+    Ok(ModelReport {
+        name: spec.name.clone(),
+        model: spec.model.clone(),
+        adapter: spec.adapter.as_ref().map(|p| p.display().to_string()),
+        rouge: mean_fmeasure(&scores),
+        summaries,
+    })
+}
+
+/// Writes `out/evaluation.json` and `out/evaluation.csv`, each atomically.
+fn write_report(out: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let json = out.join("evaluation.json");
+    let csv = out.join("evaluation.csv");
+    for (path, bytes) in [
+        (&json, serde_json::to_string_pretty(report)?.into_bytes()),
+        (&csv, csv_bytes(report)?),
+    ] {
+        write_file_atomic(path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!("wrote {} and {}", csv.display(), json.display());
+    Ok(())
 }
 
 fn print_table(human: &[String], reports: &[ModelReport]) {
@@ -224,32 +237,26 @@ fn print_table(human: &[String], reports: &[ModelReport]) {
     }
 }
 
-fn csv_field(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn csv(report: &Report) -> String {
-    let mut out = csv_field("human_baseline_summaries");
-    for m in &report.models {
-        out.push(',');
-        out.push_str(&csv_field(&format!("{}_model_summaries", m.name)));
-    }
-    out.push('\n');
+/// The side-by-side table as CSV: a header row, then one row per dialogue; every field quoted,
+/// rows ended by `\n`.
+fn csv_bytes(report: &Report) -> Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let mut header = vec!["human_baseline_summaries".to_string()];
+    header.extend(
+        report
+            .models
+            .iter()
+            .map(|m| format!("{}_model_summaries", m.name)),
+    );
+    w.write_record(&header)?;
     for (i, h) in report.human_baseline_summaries.iter().enumerate() {
-        out.push_str(&csv_field(h));
-        for m in &report.models {
-            out.push(',');
-            out.push_str(&csv_field(&m.summaries[i]));
-        }
-        out.push('\n');
+        let row = std::iter::once(h).chain(report.models.iter().map(|m| &m.summaries[i]));
+        w.write_record(row)?;
     }
-    out
-}
-
-/// Writes `bytes` to a temporary sibling, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    detox_hub::atomic::write_file_atomic(path, bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
+    w.into_inner().context("writing the CSV")
 }
 
 #[cfg(test)]
@@ -266,7 +273,26 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_fields() {
-        assert_eq!(csv_field("a \"b\", c"), "\"a \"\"b\"\", c\"");
+    fn csv_quotes_every_field() {
+        let report = Report {
+            dataset: "d.jsonl".into(),
+            samples: 2,
+            dialogues: vec!["x".into(), "y".into()],
+            human_baseline_summaries: vec!["a \"b\", c".into(), "two\nlines".into()],
+            models: vec![ModelReport {
+                name: "lora".into(),
+                model: "m".into(),
+                adapter: None,
+                rouge: mean_fmeasure(&[]),
+                summaries: vec!["s1".into(), String::new()],
+            }],
+        };
+        let text = String::from_utf8(csv_bytes(&report).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "\"human_baseline_summaries\",\"lora_model_summaries\"\n\
+             \"a \"\"b\"\", c\",\"s1\"\n\
+             \"two\nlines\",\"\"\n"
+        );
     }
 }

@@ -10,7 +10,7 @@ use detox_models::lora::parameter_report;
 use detox_models::LoraConfig;
 use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, Resume, Start, Trainer};
 
-use crate::backend::{AutodiffJob, DeviceKind};
+use crate::backend::{AutodiffJob, DeviceArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
@@ -95,8 +95,8 @@ pub struct FinetuneArgs {
     pub log_every: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
     pub resume: Option<Option<PathBuf>>,

@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use detox_ppo::lab::{toxicity_of, LabConfig, LabRun};
 use detox_train::runlock::RunStart;
 
-use crate::backend::{AutodiffJob, DeviceKind, Job};
+use crate::backend::{AutodiffJob, DeviceArgs, Job};
 
 /// What `detox ppo` and `detox toxicity` both read.
 #[derive(clap::Args, Debug, Clone)]
@@ -80,8 +80,8 @@ pub struct PpoArgs {
     /// Delete the run --out already holds (stats.jsonl, initial/, checkpoints/, ...) and start afresh.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 fn parse_range(s: &str) -> Result<[usize; 2]> {
@@ -201,8 +201,8 @@ pub struct ToxicityArgs {
     /// Print {"mean": M, "std": S, "n": N}.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub struct Toxicity(pub ToxicityArgs);

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::prelude::*;
 use detox_models::{
     LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
@@ -357,8 +356,6 @@ pub struct ModelInfo {
 /// Architecture summary, parameter count (from the config's shapes) and the tensors on disk.
 pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
     let model_type = model_type(dir)?;
-    let device = burn::backend::ndarray::NdArrayDevice::Cpu;
-    type Cpu = burn::backend::NdArray<f32>;
     let (architecture, parameters) = match model_type.as_str() {
         "t5" => {
             let (c, _) = checked_t5_config(dir)?;
@@ -367,10 +364,7 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
                 c.d_model, c.num_heads, c.d_kv, c.d_ff, c.feed_forward_proj, c.num_layers, c.decoder_layers(), c.vocab_size,
                 if c.tie_word_embeddings { "tied" } else { "untied" }
             );
-            (
-                arch,
-                T5ForConditionalGeneration::<Cpu>::new(&c, &device).num_params(),
-            )
+            (arch, c.num_parameters())
         }
         "roberta" => {
             let (c, _) = checked_roberta_config(dir)?;
@@ -379,10 +373,7 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo, HubError> {
                 "RobertaForSequenceClassification: hidden {}, {} layers, {} heads, intermediate {}, vocab {}, labels {:?}",
                 c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.vocab_size, labels
             );
-            (
-                arch,
-                RobertaForSequenceClassification::<Cpu>::new(&c, &device).num_params(),
-            )
+            (arch, c.num_parameters())
         }
         other => {
             return Err(config_error(

@@ -112,6 +112,39 @@ impl T5Config {
         Ok((gated, act))
     }
 
+    /// The number of parameters of the `T5ForConditionalGeneration` this config describes (no
+    /// LoRA), counted from its shapes without building it: the shared embedding, q/k/v/o of
+    /// every attention (the first self-attention layer of each stack also has the relative
+    /// position table), the feed-forward weights (two input projections when gated), one RMS
+    /// norm per sub-layer and per stack, and the LM head unless it is tied. Saturates at
+    /// `usize::MAX`.
+    pub fn num_parameters(&self) -> usize {
+        let mul = |a: usize, b: usize| a.saturating_mul(b);
+        let d = self.d_model;
+        let gated = self.feed_forward_proj.starts_with("gated-");
+        let attention = mul(4, mul(d, mul(self.num_heads, self.d_kv)));
+        let position_table = mul(self.relative_attention_num_buckets, self.num_heads);
+        let feed_forward = mul(if gated { 3 } else { 2 }, mul(d, self.d_ff));
+        // A stack: its blocks, one position table, the final norm.
+        let stack = |layers: usize, attentions: usize| {
+            let block = mul(attentions, attention.saturating_add(d))
+                .saturating_add(feed_forward)
+                .saturating_add(d);
+            let table = if layers > 0 { position_table } else { 0 };
+            mul(layers, block).saturating_add(table).saturating_add(d)
+        };
+        let embedding = mul(self.vocab_size, d);
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            embedding
+        };
+        embedding
+            .saturating_add(stack(self.num_layers, 1))
+            .saturating_add(stack(self.decoder_layers(), 2))
+            .saturating_add(head)
+    }
+
     /// Checks the values a model cannot be built from.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(t) = &self.model_type {
@@ -189,13 +222,19 @@ pub struct RobertaConfig {
 }
 
 impl RobertaConfig {
-    /// Label names ordered by class index (`LABEL_i` when the config has none, as transformers).
-    pub fn labels(&self) -> Result<Vec<String>, String> {
-        let n = self.num_labels.unwrap_or(if self.id2label.is_empty() {
+    /// The number of classes: `num_labels`, else the size of `id2label`, else 2 (as
+    /// transformers).
+    pub fn num_classes(&self) -> usize {
+        self.num_labels.unwrap_or(if self.id2label.is_empty() {
             2
         } else {
             self.id2label.len()
-        });
+        })
+    }
+
+    /// Label names ordered by class index (`LABEL_i` when the config has none, as transformers).
+    pub fn labels(&self) -> Result<Vec<String>, String> {
+        let n = self.num_classes();
         let mut labels: Vec<String> = (0..n).map(|i| format!("LABEL_{i}")).collect();
         for (k, v) in &self.id2label {
             let i: usize = k
@@ -246,8 +285,131 @@ impl RobertaConfig {
         Ok(())
     }
 
+    /// The number of parameters of the `RobertaForSequenceClassification` this config describes
+    /// (no LoRA), counted from its shapes without building it: word, position and token-type
+    /// embeddings and their layer norm; per layer q/k/v, the attention output, the intermediate
+    /// and output projections (all with biases) and two layer norms; the classification head
+    /// (dense + out_proj). Saturates at `usize::MAX`.
+    pub fn num_parameters(&self) -> usize {
+        let mul = |a: usize, b: usize| a.saturating_mul(b);
+        let d = self.hidden_size;
+        let linear = |i: usize, o: usize| mul(i, o).saturating_add(o);
+        let layer_norm = mul(2, d);
+        let embeddings = mul(
+            self.vocab_size
+                .saturating_add(self.max_position_embeddings)
+                .saturating_add(self.type_vocab_size.max(1)),
+            d,
+        )
+        .saturating_add(layer_norm);
+        let layer = mul(4, linear(d, d))
+            .saturating_add(linear(d, self.intermediate_size))
+            .saturating_add(linear(self.intermediate_size, d))
+            .saturating_add(mul(2, layer_norm));
+        let head = linear(d, d).saturating_add(linear(d, self.num_classes()));
+        embeddings
+            .saturating_add(mul(self.num_hidden_layers, layer))
+            .saturating_add(head)
+    }
+
     /// Longest input the position embeddings allow (RoBERTa offsets positions by `pad_token_id + 1`).
     pub fn max_input_len(&self) -> usize {
         self.max_position_embeddings - self.pad_token_id as usize - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RobertaForSequenceClassification, T5ForConditionalGeneration};
+    use burn::module::Module;
+
+    type B = burn::backend::NdArray<f32>;
+
+    fn t5_tiny() -> T5Config {
+        serde_json::from_value(serde_json::json!({
+            "vocab_size": 50, "d_model": 8, "d_kv": 4, "d_ff": 12, "num_layers": 2,
+            "num_decoder_layers": 3, "num_heads": 2, "relative_attention_num_buckets": 6,
+            "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false
+        }))
+        .unwrap()
+    }
+
+    fn roberta_tiny() -> RobertaConfig {
+        serde_json::from_value(serde_json::json!({
+            "vocab_size": 40, "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 12, "max_position_embeddings": 20, "type_vocab_size": 1,
+            "id2label": {"0": "nothate", "1": "hate"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn t5_parameters_are_those_of_the_built_model() {
+        let device = Default::default();
+        let tied = |c: &T5Config| T5Config {
+            tie_word_embeddings: true,
+            ..c.clone()
+        };
+        let relu = |c: &T5Config| T5Config {
+            feed_forward_proj: "relu".into(),
+            num_decoder_layers: None,
+            ..c.clone()
+        };
+        let base = t5_tiny();
+        for c in [base.clone(), tied(&base), relu(&base), tied(&relu(&base))] {
+            c.validate().unwrap();
+            let built = T5ForConditionalGeneration::<B>::new(&c, &device).num_params();
+            assert_eq!(c.num_parameters(), built, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn roberta_parameters_are_those_of_the_built_model() {
+        let device = Default::default();
+        let base = roberta_tiny();
+        let three_labels = RobertaConfig {
+            num_labels: Some(3),
+            id2label: BTreeMap::new(),
+            type_vocab_size: 0,
+            ..base.clone()
+        };
+        for c in [base, three_labels] {
+            c.validate().unwrap();
+            let built = RobertaForSequenceClassification::<B>::new(&c, &device).num_params();
+            assert_eq!(c.num_parameters(), built, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn real_configs_count_as_transformers_does() {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let read = |p: &str| std::fs::read_to_string(fixtures.join(p)).unwrap();
+        let counts: serde_json::Value =
+            serde_json::from_str(&read("reference/param_counts.json")).unwrap();
+        let total = |name: &str| counts[name]["total"].as_u64().unwrap() as usize;
+        for name in ["flan-t5-base", "flan-t5-small"] {
+            let c: T5Config = serde_json::from_str(&read(&format!("configs/{name}.json"))).unwrap();
+            assert_eq!(c.num_parameters(), total(name), "{name}");
+        }
+        let c: RobertaConfig =
+            serde_json::from_str(&read("configs/roberta-hate-speech.json")).unwrap();
+        assert_eq!(c.num_parameters(), total("roberta-hate-speech"));
+    }
+
+    #[test]
+    fn absurd_sizes_saturate_instead_of_overflowing() {
+        let c = T5Config {
+            vocab_size: usize::MAX,
+            d_model: usize::MAX,
+            ..t5_tiny()
+        };
+        assert_eq!(c.num_parameters(), usize::MAX);
+        let c = RobertaConfig {
+            num_hidden_layers: usize::MAX,
+            ..roberta_tiny()
+        };
+        assert_eq!(c.num_parameters(), usize::MAX);
     }
 }

@@ -31,6 +31,9 @@
 //!   rouge_score's `BootstrapAggregator` confidence intervals (low / mid / high = 2.5 / 50 /
 //!   97.5th percentiles of bootstrap means), seeded and reproducible; the random draws are not
 //!   numpy's. [`percentile`] is numpy's default (linear) `percentile`.
+//! * [`read_pairs`]`(path)` / [`read_parallel`]`(predictions, references) -> Result<Vec<`[`Example`]`>, `[`FileError`]`>`
+//!   — the examples of a JSONL file of `{"prediction", "reference"}` objects, or of two text
+//!   files with one text per line; bad input names the file and line.
 //!
 //! ```
 //! let s = detox_rouge::score("The cats were sitting on the mat.", "A cat sat on the mat.");
@@ -42,6 +45,7 @@
 //! ```
 
 mod aggregate;
+mod files;
 mod porter;
 mod score;
 mod tokenize;
@@ -50,6 +54,7 @@ pub use aggregate::{
     bootstrap, bootstrap_percentiles, mean_fmeasure, mean_scores, percentile, AggregateError,
     AggregateScore, BootstrapScores, RougeMeans,
 };
+pub use files::{read_pairs, read_parallel, Example, FileError};
 pub use porter::PorterStemmer;
 pub use score::{fmeasure, score, RougeScores, Score};
 pub use tokenize::tokenize;

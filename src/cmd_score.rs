@@ -1,0 +1,72 @@
+//! `detox score`: classify texts with a RoBERTa sequence classifier and print each label's logit
+//! and probability (a table, or one JSON object per text).
+
+use anyhow::{bail, Result};
+use burn::prelude::*;
+
+use crate::backend::{DeviceArgs, Job};
+use crate::batch_tensors::batch_tensors;
+use detox_hub::TextTokenizer;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ScoreArgs {
+    /// Classifier directory or hub id (e.g. facebook/roberta-hate-speech-dynabench-r4-target).
+    #[arg(long)]
+    pub model: String,
+    /// A text to classify (repeat for several).
+    #[arg(long = "text", required = true)]
+    pub texts: Vec<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// One JSON object per text per line: {"text", "labels", "logits", "probs"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub struct Score(pub ScoreArgs);
+
+impl Job for Score {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let args = self.0;
+        if let Some(i) = args.texts.iter().position(|t| t.trim().is_empty()) {
+            bail!("--text number {} is empty", i + 1);
+        }
+        let dir = detox_hub::resolve_model(&args.model)?;
+        let model = detox_hub::load_roberta::<B>(&dir, &device)?;
+        let c = &model.config;
+        let tokenizer =
+            TextTokenizer::from_dir(&dir, c.pad_token_id, c.max_input_len(), c.vocab_size)?;
+        let batch = tokenizer.encode_batch(&args.texts)?;
+        let (ids, mask) = batch_tensors::<B>(&batch, &device);
+        let logits: Vec<f32> = model
+            .forward(ids, mask)
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float logits");
+        let n = model.labels.len();
+        for (text, row) in args.texts.iter().zip(logits.chunks(n)) {
+            let probs = detox_generate::logits::softmax(row);
+            if args.json {
+                let out = serde_json::json!({
+                    "text": text,
+                    "labels": model.labels,
+                    "logits": row,
+                    "probs": probs,
+                });
+                println!("{out}");
+            } else {
+                let cells: Vec<String> = model
+                    .labels
+                    .iter()
+                    .zip(row.iter().zip(&probs))
+                    .map(|(l, (lg, p))| format!("{l}: logit {lg:.4} p {p:.4}"))
+                    .collect();
+                println!("{}\t{text}", cells.join("  "));
+            }
+        }
+        Ok(())
+    }
+}
