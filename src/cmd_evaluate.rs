@@ -11,7 +11,6 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::backend::{DeviceArgs, Job};
-use crate::batch_tensors::batch_tensors;
 use detox_generate::{generate, GenerationConfig};
 use detox_hub::atomic::write_file_atomic;
 use detox_hub::TextTokenizer;
@@ -164,7 +163,7 @@ fn evaluate_model<B: Backend>(
     let tok = TextTokenizer::from_dir(&dir, c.pad_token_id, a.max_source_length, c.vocab_size)?;
     let mut summaries = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(a.batch_size.max(1)) {
-        let (ids, mask) = batch_tensors::<B>(&tok.encode_batch(chunk)?, device);
+        let (ids, mask) = tok.encode_batch(chunk)?.tensors::<B>(device);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         for out in generate(&model, ids, mask, &gen, &mut rng) {
             summaries.push(tok.decode(&out)?);

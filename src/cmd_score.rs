@@ -5,8 +5,7 @@ use anyhow::{bail, Result};
 use burn::prelude::*;
 
 use crate::backend::{DeviceArgs, Job};
-use crate::batch_tensors::batch_tensors;
-use detox_hub::TextTokenizer;
+use detox_hub::Classifier;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScoreArgs {
@@ -34,32 +33,22 @@ impl Job for Score {
             bail!("--text number {} is empty", i + 1);
         }
         let dir = detox_hub::resolve_model(&args.model)?;
-        let model = detox_hub::load_roberta::<B>(&dir, &device)?;
-        let c = &model.config;
-        let tokenizer =
-            TextTokenizer::from_dir(&dir, c.pad_token_id, c.max_input_len(), c.vocab_size)?;
-        let batch = tokenizer.encode_batch(&args.texts)?;
-        let (ids, mask) = batch_tensors::<B>(&batch, &device);
-        let logits: Vec<f32> = model
-            .forward(ids, mask)
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("float logits");
-        let n = model.labels.len();
-        for (text, row) in args.texts.iter().zip(logits.chunks(n)) {
+        // all texts in one forward pass
+        let classifier = Classifier::<B>::load(&dir, args.texts.len(), &device)?;
+        let labels = classifier.labels();
+        for (text, row) in args.texts.iter().zip(classifier.logits(&args.texts)?) {
+            let row = &row[..];
             let probs = detox_generate::logits::softmax(row);
             if args.json {
                 let out = serde_json::json!({
                     "text": text,
-                    "labels": model.labels,
+                    "labels": labels,
                     "logits": row,
                     "probs": probs,
                 });
                 println!("{out}");
             } else {
-                let cells: Vec<String> = model
-                    .labels
+                let cells: Vec<String> = labels
                     .iter()
                     .zip(row.iter().zip(&probs))
                     .map(|(l, (lg, p))| format!("{l}: logit {lg:.4} p {p:.4}"))

@@ -9,7 +9,6 @@ use burn::prelude::*;
 use rand::SeedableRng;
 
 use crate::backend::{DeviceArgs, Job};
-use crate::batch_tensors::batch_tensors;
 use crate::prompt;
 use detox_generate::GenerationConfig;
 use detox_hub::TextTokenizer;
@@ -137,7 +136,7 @@ impl Job for Summarize {
 
         let start = Instant::now();
         let batch = tokenizer.encode_batch(&[prompt])?;
-        let (ids, mask) = batch_tensors::<B>(&batch, &device);
+        let (ids, mask) = batch.tensors::<B>(&device);
         let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
         let tokens = detox_generate::generate(&model, ids, mask, &gen, &mut rng).remove(0);
         let text = tokenizer.decode(&tokens)?;

@@ -2,7 +2,6 @@
 //! checkpoints, compute ROUGE — on the CPU (default), wgpu or CUDA.
 
 mod backend;
-mod batch_tensors;
 mod bench;
 mod bench_ppo;
 mod cmd_evaluate;

@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use detox_train::data::{read_jsonl, PromptTemplate};
 
-/// The zero-shot template of the lab; `{dialogue}` is replaced by the dialogue.
-pub const ZERO_SHOT_TEMPLATE: &str =
-    "Summarize the following conversation.\n\n{dialogue}\n\nSummary: ";
-
+/// The lab's zero-shot instruction (detox-train's default template) around `dialogue`.
 pub fn zero_shot(dialogue: &str) -> String {
-    ZERO_SHOT_TEMPLATE.replace("{dialogue}", dialogue)
+    PromptTemplate::default().render(dialogue)
 }
 
 /// The lab's in-context prompt: each example as "Dialogue: … What was going on? {summary}",
@@ -27,40 +25,21 @@ pub fn few_shot(examples: &[(String, String)], dialogue: &str) -> String {
     prompt
 }
 
-/// The first `n` `(dialogue, summary)` pairs of a DialogSum-style JSONL file.
+/// The first `n` `(dialogue, summary)` pairs of a DialogSum-style JSONL file (read by
+/// detox-train's reader, which names the file, line and field of what is wrong).
 pub fn read_examples(path: &Path, n: usize) -> Result<Vec<(String, String)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        if out.len() == n {
-            break;
-        }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
-        let field = |name: &str| -> Result<String> {
-            v[name].as_str().map(str::to_string).with_context(|| {
-                format!(
-                    "{}:{}: missing string field `{name}`",
-                    path.display(),
-                    i + 1
-                )
-            })
-        };
-        out.push((field("dialogue")?, field("summary")?));
-    }
-    if out.len() < n {
+    let examples = read_jsonl(path, Some(n))?;
+    if examples.len() < n {
         bail!(
             "{}: asked for {n} examples but the file has {}",
             path.display(),
-            out.len()
+            examples.len()
         );
     }
-    Ok(out)
+    Ok(examples
+        .into_iter()
+        .map(|e| (e.dialogue, e.summary))
+        .collect())
 }
 
 #[cfg(test)]

@@ -190,11 +190,11 @@ pub fn write_trainer_state(dir: &Path, state: &TrainerState) -> Result<(), Train
     write_json_pretty(&path, state).map_err(io_err(&path))
 }
 
-/// Writes `value` as pretty JSON with a final newline (a checkpoint's state file, written
-/// inside the checkpoint's temporary directory).
+/// Writes `value` as pretty JSON with a final newline, atomically (temp file + rename): a
+/// checkpoint's state file, or a run's report.
 pub fn write_json_pretty<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    detox_hub::atomic::write_file_atomic(path, (text + "\n").as_bytes())
 }
 
 #[cfg(test)]

@@ -46,14 +46,6 @@ pub fn comparison_rows(
     rows
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn one_line(s: &str, width: usize) -> String {
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= width {
@@ -67,31 +59,44 @@ fn one_line(s: &str, width: usize) -> String {
 
 /// Writes `value` to `path` atomically as pretty JSON with a final newline.
 pub(crate) fn write_pretty_json<T: Serialize>(path: &Path, value: &T) -> Result<(), LabError> {
-    let json = serde_json::to_string_pretty(value).map_err(|e| LabError::File {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })? + "\n";
-    write_file_atomic(path, json.as_bytes()).map_err(io_err(path))
+    detox_train::checkpoint::write_json_pretty(path, value).map_err(io_err(path))
+}
+
+/// The table as CSV: a header row of the field names, then one row per query; a field is
+/// quoted only when it holds a comma, a quote or a line break; rewards as Rust prints them.
+fn comparison_csv(rows: &[ComparisonRow]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record([
+        "query",
+        "response_before",
+        "response_after",
+        "reward_before",
+        "reward_after",
+        "reward_diff",
+    ])?;
+    for r in rows {
+        w.write_record([
+            r.query.clone(),
+            r.response_before.clone(),
+            r.response_after.clone(),
+            r.reward_before.to_string(),
+            r.reward_after.to_string(),
+            r.reward_diff.to_string(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
 }
 
 /// Writes `comparison.{csv,json,txt}` (rows sorted by `reward_diff`, descending).
 pub fn write_comparison(out: &Path, rows: &[ComparisonRow]) -> Result<(), LabError> {
-    let mut csv = String::from(
-        "query,response_before,response_after,reward_before,reward_after,reward_diff\n",
-    );
-    for r in rows {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            csv_field(&r.query),
-            csv_field(&r.response_before),
-            csv_field(&r.response_after),
-            r.reward_before,
-            r.reward_after,
-            r.reward_diff
-        ));
-    }
+    let csv = comparison_csv(rows).map_err(|e| LabError::File {
+        path: out.join("comparison.csv"),
+        msg: e.to_string(),
+    })?;
     let path = out.join("comparison.csv");
-    write_file_atomic(&path, csv.as_bytes()).map_err(io_err(&path))?;
+    write_file_atomic(&path, &csv).map_err(io_err(&path))?;
     write_pretty_json(&out.join("comparison.json"), &rows)?;
     let mut txt = format!(
         "{:>3}  {:<40}  {:<30}  {:<30}  {:>9}  {:>9}  {:>9}\n",
@@ -118,10 +123,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn comparison_csv_quotes_fields() {
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("plain"), "plain");
+    fn comparison_csv_quotes_only_fields_that_need_it() {
+        let row = ComparisonRow {
+            query: "a,b".into(),
+            response_before: "say \"hi\"".into(),
+            response_after: "two\nlines".into(),
+            reward_before: 1.0,
+            reward_after: 0.25,
+            reward_diff: -0.75,
+        };
+        let plain = ComparisonRow {
+            query: "plain".into(),
+            ..row.clone()
+        };
+        let csv = String::from_utf8(comparison_csv(&[row, plain]).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "query,response_before,response_after,reward_before,reward_after,reward_diff\n\
+             \"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",1,0.25,-0.75\n\
+             plain,\"say \"\"hi\"\"\",\"two\nlines\",1,0.25,-0.75\n"
+        );
         assert_eq!(one_line("a\n  b", 10), "a b");
         assert_eq!(one_line("abcdefghijk", 5).chars().count(), 5);
     }
