@@ -1,5 +1,6 @@
-//! Hugging Face model directories: `config.json`, safetensors weights, `tokenizer.json`, and hub
-//! downloads into the standard HF cache.
+//! Hugging Face model directories: `config.json`, safetensors weights, `tokenizer.json`, peft
+//! adapters, the sequence classifier ready to score texts ([`classifier`]), atomic writes, and
+//! hub downloads into the standard HF cache.
 
 pub mod adapter;
 pub mod atomic;

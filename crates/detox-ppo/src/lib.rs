@@ -3,8 +3,9 @@
 //!
 //! * [`model`]: the policy (`AutoModelForSeq2SeqLMWithValueHead`) and its reference model
 //!   (adapter disabled, sharing the base weights);
-//! * [`trainer`]: `PPOTrainer.step` — orchestration only, the math is `detox_rl`'s;
-//! * [`reward`]: the reward model (nothate logit) and the toxicity measurement;
+//! * [`trainer`]: `PPOTrainer.step` — orchestration only, in trl's named stages; the math is
+//!   `detox_rl`'s;
+//! * [`reward`]: what a reward is (a label's logit or probability of `detox_hub::Classifier`);
 //! * [`lab`]: the lab's loop (`detox ppo`): data, batched generation, reward, step, stats,
 //!   checkpoints and resume, toxicity before / after and the comparison table; one iteration
 //!   of it is [`lab::LabLoop::iteration`], which `detox bench-ppo` also times.

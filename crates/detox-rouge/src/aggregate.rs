@@ -239,12 +239,7 @@ mod tests {
 
     #[test]
     fn percentile_matches_numpy() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/rouge/percentile.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let fx: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let fx = crate::test_fixture("percentile.json");
         // Numbers are stored as Python repr strings; str::parse reads them exactly.
         let nums = |v: &serde_json::Value| -> Vec<f64> {
             v.as_array()

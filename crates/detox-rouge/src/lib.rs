@@ -58,3 +58,15 @@ pub use files::{read_pairs, read_parallel, Example, FileError};
 pub use porter::PorterStemmer;
 pub use score::{fmeasure, score, RougeScores, Score};
 pub use tokenize::tokenize;
+
+/// A JSON fixture of `tests/fixtures/rouge/` (rouge_score's numbers, written by
+/// `tools/make_rouge_fixtures.py`).
+#[cfg(test)]
+pub(crate) fn test_fixture(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../../tests/fixtures/rouge/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

@@ -68,12 +68,7 @@ mod tests {
 
     #[test]
     fn matches_rouge_score_on_fixture_pairs() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/rouge/pairs.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let fx: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let fx = crate::test_fixture("pairs.json");
         let pairs = fx["pairs"].as_array().unwrap();
         assert!(pairs.len() >= 30);
         let strings = |v: &serde_json::Value| -> Vec<String> {
