@@ -31,6 +31,8 @@ pub struct EvaluateArgs {
     pub samples: usize,
     #[arg(long, default_value_t = 200)]
     pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub repetition: crate::cmd_summarize::RepetitionArgs,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 512)]
@@ -151,8 +153,11 @@ fn evaluate_model<B: Backend>(
 ) -> Result<ModelReport> {
     let gen = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
+        repetition_penalty: a.repetition.repetition_penalty,
+        no_repeat_ngram_size: a.repetition.no_repeat_ngram_size,
         ..Default::default()
     };
+    gen.validate().map_err(anyhow::Error::msg)?;
     let dir = detox_hub::resolve_model(&spec.model)?;
     let mut model = detox_hub::load_t5::<B>(&dir, device)?;
     if let Some(adapter) = &spec.adapter {

@@ -278,3 +278,60 @@ fn evaluate_writes_side_by_side_csv_and_json_with_rouge() {
     ]);
     assert!(!out.status.success());
 }
+
+/// `--repetition-penalty` and `--no-repeat-ngram-size` give transformers' greedy ids
+/// (`tools/make_generate_fixtures.py`), on cases where they change the result.
+#[test]
+fn repetition_controls_give_transformers_greedy_ids() {
+    let path = fixtures().join("generate/generations.json");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases = fx["cases"].as_array().unwrap();
+    let changed = cases
+        .iter()
+        .filter(|c| c["differs_from_greedy"].as_bool().unwrap())
+        .count();
+    assert!(
+        changed >= 4,
+        "only {changed} cases change the greedy result"
+    );
+    for c in cases {
+        let penalty = c["repetition_penalty"].as_f64().unwrap().to_string();
+        let ngram = c["no_repeat_ngram_size"].as_u64().unwrap().to_string();
+        let out = detox(&[
+            "summarize",
+            "--model",
+            &fixture(c["model"].as_str().unwrap()),
+            "--prompt",
+            c["prompt"].as_str().unwrap(),
+            "--max-new-tokens",
+            "20",
+            "--repetition-penalty",
+            &penalty,
+            "--no-repeat-ngram-size",
+            &ngram,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["token_ids"], c["token_ids"], "{c}");
+    }
+    let out = detox(&[
+        "summarize",
+        "--model",
+        &fixture("t5-tiny"),
+        "--prompt",
+        "x",
+        "--repetition-penalty",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("repetition_penalty must be > 0"),
+        "{err}"
+    );
+}

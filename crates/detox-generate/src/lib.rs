@@ -3,8 +3,8 @@
 //!
 //! The model runs on any backend; the per-step choice of the next token is made on the host
 //! from the last position's logits (a `[batch, vocab]` transfer per step), with a seeded RNG so
-//! runs are reproducible. Logit processing follows transformers' order: min-length EOS
-//! suppression, then temperature, top-k, top-p.
+//! runs are reproducible. Logit processing follows transformers' order: repetition penalty,
+//! no-repeat n-grams, min-length EOS suppression, then temperature, top-k, top-p.
 
 pub mod logits;
 
@@ -12,7 +12,7 @@ use burn::prelude::*;
 use detox_models::T5ForConditionalGeneration;
 use rand::rngs::StdRng;
 
-pub use logits::{argmax, sample, warp_logits};
+pub use logits::{argmax, no_repeat_ngram, repetition_penalty, sample, warp_logits};
 
 /// Generation settings, with transformers' meaning (`top_k` 0 and `top_p` 1.0 are "off").
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,10 @@ pub struct GenerationConfig {
     pub temperature: f64,
     pub top_k: usize,
     pub top_p: f64,
+    /// transformers' `repetition_penalty` (1.0 = off).
+    pub repetition_penalty: f64,
+    /// transformers' `no_repeat_ngram_size` (0 = off).
+    pub no_repeat_ngram_size: usize,
 }
 
 impl Default for GenerationConfig {
@@ -37,6 +41,8 @@ impl Default for GenerationConfig {
             temperature: 1.0,
             top_k: 50,
             top_p: 1.0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
         }
     }
 }
@@ -53,6 +59,12 @@ impl GenerationConfig {
         }
         if self.do_sample && !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return Err(format!("temperature must be > 0, got {}", self.temperature));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return Err(format!(
+                "repetition_penalty must be > 0, got {}",
+                self.repetition_penalty
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -147,6 +159,17 @@ pub fn generate_with_limits<B: Backend>(
         next.clear();
         for (i, row_logits) in logits.chunks(vocab).enumerate() {
             let mut row = row_logits.to_vec();
+            let r = active[i];
+            // the decoder ids so far, start token included (what transformers' processors see)
+            let history = || std::iter::once(special.decoder_start).chain(out[r].iter().copied());
+            if config.repetition_penalty != 1.0 {
+                let ids: Vec<u32> = history().collect();
+                repetition_penalty(&mut row, &ids, config.repetition_penalty);
+            }
+            if config.no_repeat_ngram_size > 0 {
+                let ids: Vec<u32> = history().collect();
+                no_repeat_ngram(&mut row, &ids, config.no_repeat_ngram_size);
+            }
             if step < min_new {
                 row[special.eos as usize] = f32::NEG_INFINITY;
             }

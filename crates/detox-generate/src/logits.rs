@@ -13,6 +13,42 @@ pub fn argmax(logits: &[f32]) -> usize {
     best
 }
 
+/// transformers' `RepetitionPenaltyLogitsProcessor`: the logit of every token already in
+/// `decoder_ids` (the decoder start token included, as in transformers) is divided by `penalty`
+/// when positive and multiplied by it when negative. `penalty == 1.0` is off.
+pub fn repetition_penalty(logits: &mut [f32], decoder_ids: &[u32], penalty: f64) {
+    if penalty == 1.0 {
+        return;
+    }
+    let p = penalty as f32;
+    let mut seen = vec![false; logits.len()];
+    for &t in decoder_ids {
+        let t = t as usize;
+        if t < logits.len() && !seen[t] {
+            seen[t] = true;
+            let v = logits[t];
+            logits[t] = if v < 0.0 { v * p } else { v / p };
+        }
+    }
+}
+
+/// transformers' `NoRepeatNGramLogitsProcessor`: every token that would complete an n-gram of
+/// size `n` already present in `decoder_ids` (start token included) gets `-inf`. `n == 0` is
+/// off; nothing is banned before `decoder_ids` holds `n - 1` tokens.
+pub fn no_repeat_ngram(logits: &mut [f32], decoder_ids: &[u32], n: usize) {
+    if n == 0 || decoder_ids.len() + 1 < n {
+        return;
+    }
+    let prefix = &decoder_ids[decoder_ids.len() + 1 - n..];
+    for w in decoder_ids.windows(n) {
+        if &w[..n - 1] == prefix {
+            if let Some(v) = logits.get_mut(w[n - 1] as usize) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
 /// transformers' sampling warpers, in their order: temperature, top-k (keep values ≥ the k-th
 /// largest), top-p (drop the lowest tokens whose cumulative probability is ≤ 1 - top_p, always
 /// keeping the most likely). Removed entries become `-inf`. `top_k == 0` and `top_p >= 1` are off.
@@ -76,6 +112,54 @@ pub fn sample<R: Rng>(logits: &[f32], rng: &mut R) -> usize {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// transformers' processors on random logits (`tools/make_generate_fixtures.py`).
+    #[test]
+    fn processors_match_transformers() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/generate/processors.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let fx: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let cases = fx["cases"].as_array().unwrap();
+        assert!(cases.len() >= 6);
+        let mut banned = 0;
+        for (k, c) in cases.iter().enumerate() {
+            let penalty = c["repetition_penalty"].as_f64().unwrap();
+            let n = c["no_repeat_ngram_size"].as_u64().unwrap() as usize;
+            for row in 0..2 {
+                let ids: Vec<u32> = c["input_ids"][row]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
+                let mut logits: Vec<f32> = c["logits"][row]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect();
+                repetition_penalty(&mut logits, &ids, penalty);
+                no_repeat_ngram(&mut logits, &ids, n);
+                for (i, want) in c["expected"][row].as_array().unwrap().iter().enumerate() {
+                    let got = logits[i];
+                    match want.as_f64() {
+                        None => {
+                            assert_eq!(got, f32::NEG_INFINITY, "case {k} row {row} token {i}");
+                            banned += 1;
+                        }
+                        Some(w) => assert!(
+                            (got as f64 - w).abs() <= 1e-6 * w.abs().max(1.0),
+                            "case {k} row {row} token {i}: {got} vs {w}"
+                        ),
+                    }
+                }
+            }
+        }
+        assert!(banned >= 3, "the fixture must exercise n-gram bans");
+    }
 
     #[test]
     fn argmax_takes_first_of_ties() {
