@@ -4,14 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{fixtures, Reference};
-
-fn detox(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_detox"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
+use common::{detox, fixtures, ok, Reference};
 
 fn fixture(name: &str) -> String {
     fixtures().join(name).display().to_string()
@@ -32,12 +25,8 @@ fn summarize_json_gives_transformers_greedy_ids() {
             "20",
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let stdout = ok(&out);
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
         assert_eq!(v["token_ids"], r.meta["cli_greedy_ids"], "{name}");
         let prompt_ids = r.meta["cli_prompt_ids"].as_array().unwrap().len();
         assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, prompt_ids);
@@ -65,12 +54,8 @@ fn summarize_sampling_is_reproducible_with_a_seed() {
             seed,
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stdout = ok(&out);
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         v["token_ids"].clone()
     };
     assert_eq!(run("3"), run("3"));
@@ -94,13 +79,8 @@ fn score_json_gives_transformers_logits_per_text() {
         .args(&args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let stdout = ok(&out);
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -120,12 +100,8 @@ fn score_json_gives_transformers_logits_per_text() {
 #[test]
 fn inspect_reports_architecture_parameters_and_dtype() {
     let out = detox(&["inspect", "--model", &fixture("t5-tiny-bf16"), "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = ok(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["dtypes"], serde_json::json!(["BF16"]));
     assert_eq!(v["files"].as_array().unwrap().len(), 4);
     // 66 tensors on disk; parameters counted once each.
@@ -243,11 +219,7 @@ fn evaluate_writes_side_by_side_csv_and_json_with_rouge() {
         "--out",
         out_dir.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("evaluation.json")).unwrap())
             .unwrap();
@@ -312,12 +284,8 @@ fn repetition_controls_give_transformers_greedy_ids() {
             &ngram,
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stdout = ok(&out);
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(v["token_ids"], c["token_ids"], "{c}");
     }
     let out = detox(&[
