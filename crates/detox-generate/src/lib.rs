@@ -160,14 +160,13 @@ pub fn generate_with_limits<B: Backend>(
         for (i, row_logits) in logits.chunks(vocab).enumerate() {
             let mut row = row_logits.to_vec();
             let r = active[i];
-            // the decoder ids so far, start token included (what transformers' processors see)
-            let history = || std::iter::once(special.decoder_start).chain(out[r].iter().copied());
-            if config.repetition_penalty != 1.0 {
-                let ids: Vec<u32> = history().collect();
+            if config.repetition_penalty != 1.0 || config.no_repeat_ngram_size > 0 {
+                // the decoder ids so far, start token included (what transformers' processors
+                // see); each processor is a no-op when its setting is off
+                let ids: Vec<u32> = std::iter::once(special.decoder_start)
+                    .chain(out[r].iter().copied())
+                    .collect();
                 repetition_penalty(&mut row, &ids, config.repetition_penalty);
-            }
-            if config.no_repeat_ngram_size > 0 {
-                let ids: Vec<u32> = history().collect();
                 no_repeat_ngram(&mut row, &ids, config.no_repeat_ngram_size);
             }
             if step < min_new {
@@ -179,9 +178,8 @@ pub fn generate_with_limits<B: Backend>(
             } else {
                 argmax(&row)
             } as u32;
-            let row = active[i];
-            out[row].push(token);
-            if token != special.eos && out[row].len() < limits[row] {
+            out[r].push(token);
+            if token != special.eos && out[r].len() < limits[r] {
                 keep.push(i);
                 next.push(token);
             }

@@ -21,13 +21,13 @@ pub fn repetition_penalty(logits: &mut [f32], decoder_ids: &[u32], penalty: f64)
         return;
     }
     let p = penalty as f32;
-    let mut seen = vec![false; logits.len()];
-    for &t in decoder_ids {
-        let t = t as usize;
-        if t < logits.len() && !seen[t] {
-            seen[t] = true;
-            let v = logits[t];
-            logits[t] = if v < 0.0 { v * p } else { v / p };
+    // each token once, however often it occurred (transformers gathers, then scatters)
+    let mut tokens = decoder_ids.to_vec();
+    tokens.sort_unstable();
+    tokens.dedup();
+    for t in tokens {
+        if let Some(v) = logits.get_mut(t as usize) {
+            *v = if *v < 0.0 { *v * p } else { *v / p };
         }
     }
 }
