@@ -122,6 +122,7 @@ impl SummarizeArgs {
             top_p: self.top_p,
             repetition_penalty: self.repetition.repetition_penalty,
             no_repeat_ngram_size: self.repetition.no_repeat_ngram_size,
+            ..Default::default()
         }
     }
 }

@@ -1,204 +1,92 @@
-//! Decoding for encoder-decoder models: greedy and sampling (temperature / top-k / top-p),
-//! `max_new_tokens`, `min_new_tokens` / `min_length`, stop at EOS, batched prompts.
+//! Decoding for encoder-decoder models as transformers 4.46.3's `generate`: greedy, sampling
+//! (temperature / top-k / top-p) and beam search (`num_beams`, `length_penalty`,
+//! `early_stopping`, `num_return_sequences`), with `max_new_tokens`, `min_new_tokens` /
+//! `min_length`, EOS and batched prompts.
 //!
-//! The model runs on any backend; the per-step choice of the next token is made on the host
-//! from the last position's logits (a `[batch, vocab]` transfer per step), with a seeded RNG so
-//! runs are reproducible. Logit processing follows transformers' order: repetition penalty,
-//! no-repeat n-grams, min-length EOS suppression, then temperature, top-k, top-p.
+//! The model runs on any backend; the per-step choice of the next tokens is made on the host
+//! from the last position's logits (a `[rows, vocab]` transfer per step), with a seeded RNG so
+//! sampling is reproducible. Logit processing follows transformers' order: repetition penalty,
+//! no-repeat n-grams, min-length EOS suppression, then (sampling) temperature, top-k, top-p.
+//!
+//! - `config.rs`: [`GenerationConfig`] and its validation; `generation_config.rs`: the model
+//!   directory's `generation_config.json` as defaults.
+//! - `logits.rs`: the per-row processors and token choice, each a pure function.
+//! - `greedy.rs`: greedy and sampling; `beam_search.rs`: the beam search loop over the model;
+//!   `beam.rs`: transformers' beam bookkeeping (`BeamSearchScorer` / `BeamHypotheses`).
 
+pub mod beam;
+pub mod beam_search;
+pub mod config;
+pub mod generation_config;
+pub mod greedy;
 pub mod logits;
 
 use burn::prelude::*;
 use detox_models::T5ForConditionalGeneration;
 use rand::rngs::StdRng;
 
+pub use beam::{EarlyStopping, Hypothesis};
+pub use beam_search::beam_search;
+pub use config::{GenerationConfig, SpecialTokens};
+pub use generation_config::GenerationFile;
+pub use greedy::{generate, generate_with_limits};
 pub use logits::{argmax, no_repeat_ngram, repetition_penalty, sample, warp_logits};
 
-/// Generation settings, with transformers' meaning (`top_k` 0 and `top_p` 1.0 are "off").
+/// One returned sequence: its new tokens (EOS included when generated) and, for beam search,
+/// transformers' `sequences_scores` entry (`None` for greedy and sampling).
 #[derive(Debug, Clone, PartialEq)]
-pub struct GenerationConfig {
-    pub max_new_tokens: usize,
-    pub min_new_tokens: usize,
-    /// transformers' `min_length`: total decoder length including the start token.
-    pub min_length: usize,
-    pub do_sample: bool,
-    pub temperature: f64,
-    pub top_k: usize,
-    pub top_p: f64,
-    /// transformers' `repetition_penalty` (1.0 = off).
-    pub repetition_penalty: f64,
-    /// transformers' `no_repeat_ngram_size` (0 = off).
-    pub no_repeat_ngram_size: usize,
+pub struct Sequence {
+    pub tokens: Vec<u32>,
+    pub score: Option<f64>,
 }
 
-impl Default for GenerationConfig {
-    fn default() -> Self {
-        Self {
-            max_new_tokens: 20,
-            min_new_tokens: 0,
-            min_length: 0,
-            do_sample: false,
-            temperature: 1.0,
-            top_k: 50,
-            top_p: 1.0,
-            repetition_penalty: 1.0,
-            no_repeat_ngram_size: 0,
-        }
-    }
-}
-
-impl GenerationConfig {
-    /// New tokens before which EOS is suppressed.
-    pub fn effective_min_new_tokens(&self) -> usize {
-        self.min_new_tokens.max(self.min_length.saturating_sub(1))
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_new_tokens == 0 {
-            return Err("max_new_tokens must be at least 1".into());
-        }
-        if self.do_sample && !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(format!("temperature must be > 0, got {}", self.temperature));
-        }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return Err(format!(
-                "repetition_penalty must be > 0, got {}",
-                self.repetition_penalty
-            ));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
-        }
-        Ok(())
-    }
-}
-
-/// Token ids of the special tokens decoding needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpecialTokens {
-    pub decoder_start: u32,
-    pub eos: u32,
-    pub pad: u32,
-}
-
-impl SpecialTokens {
-    pub fn of_t5<B: Backend>(model: &T5ForConditionalGeneration<B>) -> Self {
-        let c = &model.config;
-        Self {
-            decoder_start: c.decoder_start_token_id(),
-            eos: c.eos_token_id,
-            pad: c.pad_token_id,
-        }
-    }
-}
-
-/// Generates continuations for a batch of prompts (`input_ids`/`attention_mask` `[batch, len]`,
-/// right-padded). Returns, per row, the new ids after the decoder start token, EOS included if
-/// generated (what `generate(...)[i, 1:]` holds in transformers, without the trailing padding).
-///
-/// Finished rows are dropped from the batch, so they stop costing compute.
-pub fn generate<B: Backend>(
+/// `generate` with every setting of `config`: per prompt, `num_return_sequences` sequences
+/// (best first for beam search; independent samples for sampling; one for greedy).
+pub fn generate_sequences<B: Backend>(
     model: &T5ForConditionalGeneration<B>,
     input_ids: Tensor<B, 2, Int>,
     attention_mask: Tensor<B, 2, Int>,
     config: &GenerationConfig,
     rng: &mut StdRng,
-) -> Vec<Vec<u32>> {
-    let [batch, _] = input_ids.dims();
-    let limits = vec![config.max_new_tokens; batch];
-    generate_with_limits(model, input_ids, attention_mask, config, &limits, rng)
-}
-
-/// [`generate`] with a `max_new_tokens` of its own for each row (`limits[i]`, each at most
-/// `config.max_new_tokens`): what generating the rows one by one with different lengths gives
-/// (trl's `LengthSampler` per query), in one batched call. A row stops at EOS or at its limit,
-/// then leaves the batch.
-pub fn generate_with_limits<B: Backend>(
-    model: &T5ForConditionalGeneration<B>,
-    input_ids: Tensor<B, 2, Int>,
-    attention_mask: Tensor<B, 2, Int>,
-    config: &GenerationConfig,
-    limits: &[usize],
-    rng: &mut StdRng,
-) -> Vec<Vec<u32>> {
-    let special = SpecialTokens::of_t5(model);
-    let [batch, _] = input_ids.dims();
-    assert_eq!(limits.len(), batch, "one limit per row");
-    let max_steps = limits
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .min(config.max_new_tokens);
-    let device = input_ids.device();
-    let vocab = model.config.vocab_size;
-    let min_new = config.effective_min_new_tokens();
-
-    let mut encoder = model.encode(input_ids, attention_mask);
-    let mut cache = model.new_cache(max_steps + 1);
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); batch];
-    // Original row index of each row still in the batch.
-    let mut active: Vec<usize> = (0..batch).collect();
-    let mut next: Vec<u32> = vec![special.decoder_start; batch];
-
-    for step in 0..max_steps {
-        let n = active.len();
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(next.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n, 1]),
-            &device,
-        );
-        let hidden = model.decode(ids, &encoder, None, Some(&mut cache));
-        let logits = model.lm_logits(hidden).reshape([n, vocab]);
-        let logits: Vec<f32> = logits
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("float logits");
-
-        let mut keep = Vec::with_capacity(n);
-        next.clear();
-        for (i, row_logits) in logits.chunks(vocab).enumerate() {
-            let mut row = row_logits.to_vec();
-            let r = active[i];
-            if config.repetition_penalty != 1.0 || config.no_repeat_ngram_size > 0 {
-                // the decoder ids so far, start token included (what transformers' processors
-                // see); each processor is a no-op when its setting is off
-                let ids: Vec<u32> = std::iter::once(special.decoder_start)
-                    .chain(out[r].iter().copied())
-                    .collect();
-                repetition_penalty(&mut row, &ids, config.repetition_penalty);
-                no_repeat_ngram(&mut row, &ids, config.no_repeat_ngram_size);
-            }
-            if step < min_new {
-                row[special.eos as usize] = f32::NEG_INFINITY;
-            }
-            let token = if config.do_sample {
-                warp_logits(&mut row, config.temperature, config.top_k, config.top_p);
-                sample(&row, rng)
-            } else {
-                argmax(&row)
-            } as u32;
-            out[r].push(token);
-            if token != special.eos && out[r].len() < limits[r] {
-                keep.push(i);
-                next.push(token);
-            }
-        }
-        if keep.is_empty() {
-            break;
-        }
-        if keep.len() < n {
-            let rows = Tensor::<B, 1, Int>::from_data(
-                TensorData::new(
-                    keep.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                    [keep.len()],
-                ),
-                &device,
-            );
-            encoder = encoder.select_rows(rows.clone());
-            cache.select_rows(rows);
-            active = keep.iter().map(|&i| active[i]).collect();
-        }
+) -> Vec<Vec<Sequence>> {
+    if config.num_beams > 1 {
+        return beam_search(model, input_ids, attention_mask, config)
+            .into_iter()
+            .map(|hyps| {
+                hyps.into_iter()
+                    .map(|h| Sequence {
+                        tokens: h.tokens,
+                        score: Some(h.score),
+                    })
+                    .collect()
+            })
+            .collect();
     }
-    out
+    let n = config.num_return_sequences.max(1);
+    let (input_ids, attention_mask) = if n > 1 {
+        // each prompt n times in a row, as transformers expands the inputs
+        let [batch, _] = input_ids.dims();
+        let rows: Vec<i64> = (0..batch as i64)
+            .flat_map(|r| std::iter::repeat_n(r, n))
+            .collect();
+        let rows =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [batch * n]), &input_ids.device());
+        (
+            input_ids.select(0, rows.clone()),
+            attention_mask.select(0, rows),
+        )
+    } else {
+        (input_ids, attention_mask)
+    };
+    let out = generate(model, input_ids, attention_mask, config, rng);
+    out.chunks(n)
+        .map(|c| {
+            c.iter()
+                .map(|tokens| Sequence {
+                    tokens: tokens.clone(),
+                    score: None,
+                })
+                .collect()
+        })
+        .collect()
 }

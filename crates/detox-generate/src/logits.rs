@@ -90,6 +90,35 @@ pub fn softmax(logits: &[f32]) -> Vec<f64> {
     exps.into_iter().map(|e| e / sum).collect()
 }
 
+/// `torch.log_softmax` in place, in f32 as transformers' beam search computes it:
+/// `x - max - ln(sum(exp(x - max)))` (the sum accumulated in f64).
+pub fn log_softmax(logits: &mut [f32]) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    let shift = max + sum.ln() as f32;
+    logits.iter_mut().for_each(|v| *v -= shift);
+}
+
+/// The `k` largest values of `scores` with their indices, largest first; on equal values the
+/// lower index first (`torch.topk(..., sorted=True)`). NaN counts as smallest.
+pub fn top_k_indices(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
+    let better = |a: (f32, usize), b: (f32, usize)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+    let mut top: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return top;
+    }
+    for (i, &v) in scores.iter().enumerate() {
+        let v = if v.is_nan() { f32::NEG_INFINITY } else { v };
+        if top.len() == k && !better((v, i), top[k - 1]) {
+            continue;
+        }
+        let at = top.partition_point(|&t| better(t, (v, i)));
+        top.insert(at, (v, i));
+        top.truncate(k);
+    }
+    top
+}
+
 /// Draws an index with probability `softmax(logits)`.
 pub fn sample<R: Rng>(logits: &[f32], rng: &mut R) -> usize {
     let probs = softmax(logits);
@@ -159,6 +188,26 @@ mod tests {
             }
         }
         assert!(banned >= 3, "the fixture must exercise n-gram bans");
+    }
+
+    #[test]
+    fn log_softmax_normalizes_and_keeps_order() {
+        let mut l = vec![1.0f32, 2.0, 3.0, f32::NEG_INFINITY];
+        log_softmax(&mut l);
+        let total: f64 = l.iter().map(|&v| (v as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert!((l[2] - l[1] - 1.0).abs() < 1e-6);
+        assert_eq!(l[3], f32::NEG_INFINITY);
+        // torch.log_softmax([1, 2, 3])[0]
+        assert!((l[0] + 2.407_606).abs() < 1e-5);
+    }
+
+    #[test]
+    fn top_k_indices_are_sorted_with_lower_index_first_on_ties() {
+        let s = [0.5f32, 2.0, -1.0, 2.0, f32::NAN, 1.0];
+        assert_eq!(top_k_indices(&s, 3), vec![(2.0, 1), (2.0, 3), (1.0, 5)]);
+        assert_eq!(top_k_indices(&s, 10).len(), 6);
+        assert!(top_k_indices(&s, 0).is_empty());
     }
 
     #[test]

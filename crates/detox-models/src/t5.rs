@@ -220,14 +220,37 @@ impl<B: Backend> T5Attention<B> {
     }
 
     /// Cross-attention of `x` over precomputed keys/values of the encoder output.
+    ///
+    /// `x` may hold `g` rows per encoder row (`[batch * g, len, d]`, rows `i*g..(i+1)*g` over
+    /// encoder row `i`: the beams of one prompt). Cross-attention has no position bias, so those
+    /// rows attend as `g * len` query positions of one row, and the encoder keys/values are
+    /// used once per prompt instead of being copied per beam.
     pub fn forward_cross(
         &self,
         x: Tensor<B, 3>,
         kv: (Tensor<B, 4>, Tensor<B, 4>),
         bias: Tensor<B, 4>,
     ) -> Tensor<B, 3> {
+        let [bq, len, d] = x.dims();
+        let bkv = kv.0.dims()[0];
+        assert!(
+            bkv > 0 && bq % bkv == 0,
+            "cross-attention: {bq} query rows for {bkv} encoder rows"
+        );
+        let g = bq / bkv;
+        let x = if g == 1 {
+            x
+        } else {
+            x.reshape([bkv, g * len, d])
+        };
         let q = self.split_heads(self.q.forward(x));
-        self.attend(q, kv.0, kv.1, bias)
+        let out = self.attend(q, kv.0, kv.1, bias);
+        if g == 1 {
+            out
+        } else {
+            let d_out = out.dims()[2];
+            out.reshape([bq, len, d_out])
+        }
     }
 }
 
@@ -461,9 +484,21 @@ impl<B: Backend> T5DecoderCache<B> {
 
     /// Keep only the batch rows `rows` (finished sequences stop costing compute).
     pub fn select_rows(&mut self, rows: Tensor<B, 1, Int>) {
+        self.select_decoder_rows(rows.clone());
+        self.select_encoder_rows(rows);
+    }
+
+    /// Reorders / keeps the decoder rows of the self-attention caches (`rows` may repeat a
+    /// row: beam search continues a beam in several ways).
+    pub fn select_decoder_rows(&mut self, rows: Tensor<B, 1, Int>) {
         for c in &mut self.self_attn {
             c.select_rows(rows.clone());
         }
+    }
+
+    /// Keeps the encoder rows `rows` of the cross-attention keys/values (one per prompt when
+    /// the decoder runs several beams per prompt).
+    pub fn select_encoder_rows(&mut self, rows: Tensor<B, 1, Int>) {
         for kv in self.cross.iter_mut().flatten() {
             kv.0 = kv.0.clone().select(0, rows.clone());
             kv.1 = kv.1.clone().select(0, rows.clone());
@@ -625,7 +660,9 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
         EncoderOutput { hidden, mask_bias }
     }
 
-    /// Decoder hidden states `[batch, new, d_model]` (before the LM head).
+    /// Decoder hidden states `[batch, new, d_model]` (before the LM head). The decoder batch
+    /// may be a multiple `g` of the encoder's: rows `i*g..(i+1)*g` then decode encoder row `i`
+    /// (beam search's beams share their prompt's encoder output and cross-attention cache).
     pub fn decode(
         &self,
         decoder_input_ids: Tensor<B, 2, Int>,
@@ -766,5 +803,66 @@ mod tests {
         // max_exact 16: 16 + floor(ln(32/16)/ln(128/16) * 16) = 16 + floor(16/3) = 21
         assert_eq!(b(-32), 21);
         assert_eq!(b(-10_000), 31);
+    }
+
+    /// Beams share their prompt's encoder output: decoding `g` rows per encoder row gives what
+    /// decoding against the encoder output copied `g` times gives, with and without a cache.
+    fn grouped_decoding_matches_copied_encoder<B: Backend>() {
+        let device = Default::default();
+        let config: T5Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 30, "d_model": 8, "d_kv": 4, "d_ff": 12, "num_layers": 1,
+            "num_decoder_layers": 2, "num_heads": 2, "relative_attention_num_buckets": 6,
+            "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false
+        }))
+        .unwrap();
+        let model = T5ForConditionalGeneration::<B>::new(&config, &device);
+        let ids = Tensor::<B, 2, Int>::from_data([[3, 4, 5, 1], [6, 7, 1, 0]], &device);
+        let mask = Tensor::<B, 2, Int>::from_data([[1, 1, 1, 1], [1, 1, 1, 0]], &device);
+        let enc = model.encode(ids, mask);
+        let g = 3;
+        let rows = Tensor::<B, 1, Int>::from_data([0, 0, 0, 1, 1, 1], &device);
+        let copied = enc.select_rows(rows);
+        let dec = Tensor::<B, 2, Int>::from_data(
+            [
+                [0, 5, 2],
+                [0, 9, 9],
+                [0, 1, 4],
+                [0, 3, 3],
+                [0, 8, 2],
+                [0, 2, 7],
+            ],
+            &device,
+        );
+        let want = model.decode(dec.clone(), &copied, None, None);
+        let got = model.decode(dec.clone(), &enc, None, None);
+        assert_eq!(got.dims(), [2 * g, 3, 8]);
+        got.into_data().assert_approx_eq::<f32>(
+            &want.clone().into_data(),
+            burn::tensor::Tolerance::absolute(1e-5),
+        );
+        // step by step with a cache, reordering the beams between steps
+        let mut cache = model.new_cache(4);
+        let mut last = None;
+        for t in 0..3 {
+            let step = dec.clone().slice([0..2 * g, t..t + 1]);
+            last = Some(model.decode(step, &enc, None, Some(&mut cache)));
+            let same = Tensor::<B, 1, Int>::from_data([0, 1, 2, 3, 4, 5], &device);
+            cache.select_decoder_rows(same);
+        }
+        let want_last = want.slice([0..2 * g, 2..3]);
+        last.unwrap().into_data().assert_approx_eq::<f32>(
+            &want_last.into_data(),
+            burn::tensor::Tolerance::absolute(1e-5),
+        );
+    }
+
+    #[test]
+    fn grouped_decoding_matches_copied_encoder_flex() {
+        grouped_decoding_matches_copied_encoder::<burn::backend::Flex>();
+    }
+
+    #[test]
+    fn grouped_decoding_matches_copied_encoder_ndarray() {
+        grouped_decoding_matches_copied_encoder::<burn::backend::NdArray<f32>>();
     }
 }

@@ -1,0 +1,170 @@
+//! Beam search over a T5 model, as transformers 4.46.3's `_beam_search`.
+//!
+//! Each prompt keeps `num_beams` rows in the decoder batch. Per step: `log_softmax` of each
+//! row's logits, the logits processors, plus the beam's running sum; the best `2 * num_beams`
+//! of the prompt's `num_beams x vocab` candidates go to [`BeamScorer::process`]. The encoder
+//! runs once per prompt and the beams share its output and cross-attention keys/values (the
+//! decoder groups a prompt's beams, see `T5ForConditionalGeneration::decode`); the
+//! self-attention cache is reordered by beam (rows selected, nothing recomputed). A prompt that
+//! is done leaves the batch, so it stops costing compute.
+
+use burn::prelude::*;
+use detox_models::T5ForConditionalGeneration;
+
+use crate::beam::{BeamScorer, BeamSettings, Candidate, Hypothesis};
+use crate::logits::{log_softmax, no_repeat_ngram, repetition_penalty, top_k_indices};
+use crate::GenerationConfig;
+
+/// transformers' initial score of beams `1..`: only beam 0 is live at the first step.
+const DEAD_BEAM: f32 = -1e9;
+
+/// Beam search for a batch of prompts (`input_ids`/`attention_mask` `[batch, len]`,
+/// right-padded). Returns, per prompt, `num_return_sequences` hypotheses, best first: the new
+/// tokens (with the final EOS when one finished it) and `sequences_scores`.
+pub fn beam_search<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    input_ids: Tensor<B, 2, Int>,
+    attention_mask: Tensor<B, 2, Int>,
+    config: &GenerationConfig,
+) -> Vec<Vec<Hypothesis>> {
+    let special = config.special_tokens(model);
+    let [batch, _] = input_ids.dims();
+    let nb = config.num_beams;
+    let vocab = model.config.vocab_size;
+    let device = input_ids.device();
+    let min_new = config.effective_min_new_tokens();
+    let mut scorer = BeamScorer::new(
+        batch,
+        BeamSettings {
+            num_beams: nb,
+            length_penalty: config.length_penalty,
+            early_stopping: config.early_stopping,
+            num_return_sequences: config.num_return_sequences,
+            max_new_tokens: config.max_new_tokens,
+            eos: special.eos,
+        },
+    );
+
+    let mut encoder = model.encode(input_ids, attention_mask);
+    let mut cache = model.new_cache(config.max_new_tokens + 1);
+    // Prompts still searching; each owns rows j*nb..(j+1)*nb of the decoder batch.
+    let mut active: Vec<usize> = (0..batch).collect();
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); batch * nb];
+    let mut scores: Vec<f32> = (0..batch * nb)
+        .map(|r| if r % nb == 0 { 0.0 } else { DEAD_BEAM })
+        .collect();
+    let mut next: Vec<u32> = vec![special.decoder_start; batch * nb];
+
+    for step in 0..config.max_new_tokens {
+        let rows = active.len() * nb;
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(
+                next.iter().map(|&t| t as i64).collect::<Vec<_>>(),
+                [rows, 1],
+            ),
+            &device,
+        );
+        let hidden = model.decode(ids, &encoder, None, Some(&mut cache));
+        let mut logits: Vec<f32> = model
+            .lm_logits(hidden)
+            .reshape([rows, vocab])
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float logits");
+
+        let mut kept = Vec::with_capacity(active.len());
+        let mut gather = Vec::with_capacity(rows);
+        let mut new_tokens = Vec::with_capacity(rows);
+        let mut new_scores = Vec::with_capacity(rows);
+        for (j, block) in logits.chunks_mut(nb * vocab).enumerate() {
+            for (b, row) in block.chunks_mut(vocab).enumerate() {
+                let r = j * nb + b;
+                step_scores(row, &tokens[r], scores[r], step < min_new, special, config);
+            }
+            let candidates: Vec<Candidate> = top_k_indices(block, scorer.candidates_per_step())
+                .into_iter()
+                .map(|(score, i)| Candidate {
+                    score,
+                    token: (i % vocab) as u32,
+                    beam: i / vocab,
+                })
+                .collect();
+            let beams = &tokens[j * nb..(j + 1) * nb];
+            let continued = scorer.process(active[j], &candidates, beams, step + 1);
+            if scorer.is_done(active[j]) {
+                continue;
+            }
+            kept.push(j);
+            for c in continued {
+                let src = j * nb + c.beam;
+                gather.push(src as i64);
+                let mut t = tokens[src].clone();
+                t.push(c.token);
+                new_tokens.push(t);
+                new_scores.push(c.score);
+            }
+        }
+        if kept.len() < active.len() {
+            active = kept.iter().map(|&j| active[j]).collect();
+            if !active.is_empty() {
+                let prompts = index_tensor::<B>(kept.iter().map(|&j| j as i64).collect(), &device);
+                encoder = encoder.select_rows(prompts.clone());
+                cache.select_encoder_rows(prompts);
+            }
+        }
+        tokens = new_tokens;
+        scores = new_scores;
+        if active.is_empty() || step + 1 == config.max_new_tokens {
+            break;
+        }
+        let reordered =
+            gather.len() != rows || gather.iter().enumerate().any(|(i, &src)| i as i64 != src);
+        if reordered {
+            cache.select_decoder_rows(index_tensor::<B>(gather, &device));
+        }
+        next = tokens
+            .iter()
+            .map(|t| *t.last().expect("one token per step"))
+            .collect();
+    }
+
+    scorer.finalize(|prompt| {
+        let j = active
+            .iter()
+            .position(|&p| p == prompt)
+            .expect("a prompt not done is still active");
+        (j * nb..(j + 1) * nb)
+            .map(|r| (tokens[r].clone(), scores[r]))
+            .collect()
+    })
+}
+
+/// One beam's candidate scores in place: log-probabilities, the processors (with the decoder
+/// ids so far, start token included, as transformers passes them), then the running sum.
+fn step_scores(
+    row: &mut [f32],
+    beam_tokens: &[u32],
+    beam_score: f32,
+    suppress_eos: bool,
+    special: crate::SpecialTokens,
+    config: &GenerationConfig,
+) {
+    log_softmax(row);
+    if config.repetition_penalty != 1.0 || config.no_repeat_ngram_size > 0 {
+        let ids: Vec<u32> = std::iter::once(special.decoder_start)
+            .chain(beam_tokens.iter().copied())
+            .collect();
+        repetition_penalty(row, &ids, config.repetition_penalty);
+        no_repeat_ngram(row, &ids, config.no_repeat_ngram_size);
+    }
+    if suppress_eos {
+        row[special.eos as usize] = f32::NEG_INFINITY;
+    }
+    row.iter_mut().for_each(|v| *v += beam_score);
+}
+
+fn index_tensor<B: Backend>(rows: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let n = rows.len();
+    Tensor::from_data(TensorData::new(rows, [n]), device)
+}
