@@ -11,7 +11,8 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::backend::{DeviceArgs, Job};
-use detox_generate::{generate, GenerationConfig};
+use crate::generation_args::GenerationArgs;
+use detox_generate::{generate_sequences, GenerationFile};
 use detox_hub::atomic::write_file_atomic;
 use detox_hub::TextTokenizer;
 use detox_rouge::{mean_fmeasure, RougeMeans};
@@ -29,10 +30,10 @@ pub struct EvaluateArgs {
     /// Evaluate the first N rows.
     #[arg(long, default_value_t = 10)]
     pub samples: usize,
-    #[arg(long, default_value_t = 200)]
-    pub max_new_tokens: usize,
+    /// Decoding of every model (flags over each model's generation_config.json); the best
+    /// sequence is scored.
     #[command(flatten)]
-    pub repetition: crate::cmd_summarize::RepetitionArgs,
+    pub generation: GenerationArgs,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 512)]
@@ -92,6 +93,9 @@ struct Report {
 
 pub struct Evaluate(pub EvaluateArgs);
 
+/// `--max-new-tokens` when neither the flag nor a model's generation_config.json sets it.
+const DEFAULT_MAX_NEW_TOKENS: usize = 200;
+
 impl Job for Evaluate {
     type Output = ();
 
@@ -142,7 +146,7 @@ fn parse_specs(models: &[String]) -> Result<Vec<ModelSpec>> {
     Ok(specs)
 }
 
-/// One model's summaries of `prompts` (greedy, in batches of `--batch-size`) and its ROUGE
+/// One model's summaries of `prompts` (in batches of `--batch-size`) and its ROUGE
 /// against `human`.
 fn evaluate_model<B: Backend>(
     spec: &ModelSpec,
@@ -151,18 +155,20 @@ fn evaluate_model<B: Backend>(
     human: &[String],
     device: &B::Device,
 ) -> Result<ModelReport> {
-    let gen = GenerationConfig {
-        max_new_tokens: a.max_new_tokens,
-        repetition_penalty: a.repetition.repetition_penalty,
-        no_repeat_ngram_size: a.repetition.no_repeat_ngram_size,
-        ..Default::default()
-    };
-    gen.validate().map_err(anyhow::Error::msg)?;
     let dir = detox_hub::resolve_model(&spec.model)?;
+    let file = GenerationFile::from_model_dir(&dir).map_err(anyhow::Error::msg)?;
     let mut model = detox_hub::load_t5::<B>(&dir, device)?;
     if let Some(adapter) = &spec.adapter {
         let names = detox_hub::t5_name_map(&model.config);
         detox_hub::load_adapter(&mut model, adapter, &names, device)?;
+    }
+    let gen = a
+        .generation
+        .resolve(&file, &model, DEFAULT_MAX_NEW_TOKENS)
+        .with_context(|| format!("model {}", spec.name))?
+        .config;
+    if gen.num_return_sequences != 1 {
+        bail!("evaluate scores one summary per dialogue; --num-return-sequences must be 1");
     }
     let c = &model.config;
     let tok = TextTokenizer::from_dir(&dir, c.pad_token_id, a.max_source_length, c.vocab_size)?;
@@ -170,8 +176,8 @@ fn evaluate_model<B: Backend>(
     for chunk in prompts.chunks(a.batch_size.max(1)) {
         let (ids, mask) = tok.encode_batch(chunk)?.tensors::<B>(device);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        for out in generate(&model, ids, mask, &gen, &mut rng) {
-            summaries.push(tok.decode(&out)?);
+        for seqs in generate_sequences(&model, ids, mask, &gen, &mut rng) {
+            summaries.push(tok.decode(&seqs[0].tokens)?);
         }
         eprintln!(
             "{}: {}/{} summaries",

@@ -11,6 +11,7 @@ mod cmd_ppo;
 mod cmd_rouge;
 mod cmd_score;
 mod cmd_summarize;
+mod generation_args;
 mod prompt;
 
 use std::process::ExitCode;
