@@ -37,7 +37,8 @@ def main():
     p.add_argument("--prompt-len", type=int, default=200)
     p.add_argument("--new-tokens", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--what", default="t5-encoder,t5-greedy,t5-sample,roberta")
+    p.add_argument("--beam-batch", default="1,4")
+    p.add_argument("--what", default="t5-encoder,t5-greedy,t5-sample,t5-beam4,roberta")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -60,6 +61,14 @@ def main():
                     kw = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=sample, top_k=0, top_p=1.0)
                     s = median_secs(a.repeats, lambda: model.generate(input_ids=ids, attention_mask=mask, **kw).cpu())
                     results.append((name, batch, s, batch * a.new_tokens / s, "new tokens/s"))
+        if "t5-beam4" in what:
+            kw = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, num_beams=4, do_sample=False)
+            for batch in map(int, a.beam_batch.split(",")):
+                ids = torch.randint(3, 32000, (batch, a.prompt_len), device=dev)
+                mask = torch.ones_like(ids)
+                with torch.inference_mode():
+                    s = median_secs(a.repeats, lambda: model.generate(input_ids=ids, attention_mask=mask, **kw).cpu())
+                results.append(("t5-beam4", batch, s, batch * a.new_tokens / s, "new tokens/s"))
     if "roberta" in what:
         model = RobertaForSequenceClassification(RobertaConfig(**ROBERTA_BASE)).eval().to(dev)
         ids = torch.randint(3, 50000, (16, 256), device=dev)

@@ -11,7 +11,7 @@ import os
 import platform
 
 TARGETS = {
-    "t5-greedy": 1.5, "t5-sample": 1.5, "t5-encoder": 1.0, "roberta-16x256": 1.0,
+    "t5-greedy": 1.5, "t5-sample": 1.5, "t5-beam4": 1.5, "t5-encoder": 1.0, "roberta-16x256": 1.0,
     "sft-lora": 1.0, "sft-full": 1.0, "ppo-step": 1.2, "lab-iteration": 3.0,
 }
 

@@ -1,4 +1,5 @@
-//! `detox bench`: throughput of the flan-t5-base-sized T5 (encoder, greedy and sampled decoding)
+//! `detox bench`: throughput of the flan-t5-base-sized T5 (encoder, greedy, sampled and beam-4
+//! decoding)
 //! and the RoBERTa-base classifier with random weights, on the chosen backend.
 //! Method (same as `benches/pytorch_bench.py`): fixed-length random prompts, EOS suppressed so
 //! exactly `new_tokens` are generated, one warm-up run, then the median of `repeats` runs.
@@ -19,7 +20,7 @@ use serde::Serialize;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::backend::{AutodiffJob, DeviceArgs};
-use detox_generate::{generate, GenerationConfig};
+use detox_generate::{beam_search, generate, GenerationConfig};
 use detox_models::{
     LoraConfig, LoraTarget, RobertaConfig, RobertaForSequenceClassification, T5Config,
     T5ForConditionalGeneration,
@@ -35,17 +36,21 @@ pub struct BenchArgs {
     /// RoBERTa config.json (default: roberta-base's shapes).
     #[arg(long)]
     pub roberta_config: Option<PathBuf>,
-    /// Which benchmarks: t5-encoder, t5-greedy, t5-sample, roberta, sft-lora, sft-full
-    /// (comma-separated; the SFT steps are not in the default list: minutes and ~13 GB each).
+    /// Which benchmarks: t5-encoder, t5-greedy, t5-sample, t5-beam4, roberta, sft-lora,
+    /// sft-full (comma-separated; the SFT steps are not in the default list: minutes and
+    /// ~13 GB each).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "t5-encoder,t5-greedy,t5-sample,roberta"
+        default_value = "t5-encoder,t5-greedy,t5-sample,t5-beam4,roberta"
     )]
     pub what: Vec<String>,
-    /// Batch sizes for the T5 benchmarks.
+    /// Batch sizes for the T5 encoder, greedy and sampling benchmarks.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pub batch: Vec<usize>,
+    /// Batch sizes (prompts) for t5-beam4: 4 beams per prompt.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub beam_batch: Vec<usize>,
     #[arg(long, default_value_t = 200)]
     pub prompt_len: usize,
     #[arg(long, default_value_t = 100)]
@@ -222,7 +227,8 @@ fn inference<B: Backend>(a: &BenchArgs, device: &B::Device) -> Result<Vec<BenchR
     Ok(results)
 }
 
-/// `t5-encoder`, `t5-greedy` and `t5-sample` (those asked for) at each `--batch` size.
+/// `t5-encoder`, `t5-greedy` and `t5-sample` (those asked for) at each `--batch` size, and
+/// `t5-beam4` at each `--beam-batch` size.
 fn t5_inference<B: Backend>(
     a: &BenchArgs,
     rng: &mut rand::rngs::StdRng,
@@ -284,6 +290,31 @@ fn t5_inference<B: Backend>(
             });
             let tokens = (batch * a.new_tokens) as f64;
             results.push(result(name, batch, s, tokens / s, "new tokens/s"));
+        }
+    }
+    if a.wants("t5-beam4") {
+        // 4 beams, nothing finishes (EOS suppressed): every step decodes 4 rows per prompt
+        let cfg = GenerationConfig {
+            max_new_tokens: a.new_tokens,
+            min_new_tokens: a.new_tokens,
+            num_beams: 4,
+            ..Default::default()
+        };
+        for &batch in &a.beam_batch {
+            let ids = random_ids::<B>(
+                rng,
+                batch,
+                a.prompt_len,
+                id_range(c.vocab_size, 32000),
+                device,
+            );
+            let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], device);
+            let s = median_secs(a.repeats, || {
+                let out = beam_search(&model, ids.clone(), mask.clone(), &cfg);
+                assert!(out.iter().all(|h| h[0].tokens.len() == a.new_tokens));
+            });
+            let tokens = (batch * a.new_tokens) as f64;
+            results.push(result("t5-beam4", batch, s, tokens / s, "new tokens/s"));
         }
     }
     Ok(results)

@@ -14,6 +14,7 @@ use detox_models::T5ForConditionalGeneration;
 use crate::beam::{BeamScorer, BeamSettings, Candidate, Hypothesis};
 use crate::logits::{log_softmax, no_repeat_ngram, repetition_penalty, top_k_indices};
 use crate::GenerationConfig;
+use rayon::prelude::*;
 
 /// transformers' initial score of beams `1..`: only beam 0 is live at the first step.
 const DEAD_BEAM: f32 = -1e9;
@@ -77,11 +78,12 @@ pub fn beam_search<B: Backend>(
         let mut gather = Vec::with_capacity(rows);
         let mut new_tokens = Vec::with_capacity(rows);
         let mut new_scores = Vec::with_capacity(rows);
-        for (j, block) in logits.chunks_mut(nb * vocab).enumerate() {
-            for (b, row) in block.chunks_mut(vocab).enumerate() {
-                let r = j * nb + b;
-                step_scores(row, &tokens[r], scores[r], step < min_new, special, config);
-            }
+        // every beam's scores at once (rows in parallel), then each prompt's choice
+        logits
+            .par_chunks_mut(vocab)
+            .zip(tokens.par_iter().zip(scores.par_iter()))
+            .for_each(|(row, (t, &s))| step_scores(row, t, s, step < min_new, special, config));
+        for (j, block) in logits.chunks(nb * vocab).enumerate() {
             let candidates: Vec<Candidate> = top_k_indices(block, scorer.candidates_per_step())
                 .into_iter()
                 .map(|(score, i)| Candidate {

@@ -91,10 +91,10 @@ pub fn softmax(logits: &[f32]) -> Vec<f64> {
 }
 
 /// `torch.log_softmax` in place, in f32 as transformers' beam search computes it:
-/// `x - max - ln(sum(exp(x - max)))` (the sum accumulated in f64).
+/// `x - max - ln(sum(exp(x - max)))` (f32 exponentials, summed in f64).
 pub fn log_softmax(logits: &mut [f32]) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    let sum: f64 = logits.iter().map(|&v| (v - max).exp() as f64).sum();
     let shift = max + sum.ln() as f32;
     logits.iter_mut().for_each(|v| *v -= shift);
 }

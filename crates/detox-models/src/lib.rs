@@ -9,7 +9,9 @@
 pub mod config;
 pub mod dropout;
 pub mod kernels;
+pub(crate) mod kernels_attention;
 pub mod kernels_autodiff;
+pub(crate) mod kernels_few_rows;
 pub mod kv_cache;
 pub mod linear;
 pub mod lora;

@@ -7,6 +7,7 @@
 //! `[batch * len, in]` turns it into one GEMM that reads the weight once and splits its rows over
 //! the cores; the backward pass becomes one `x^T · grad` GEMM instead of a batch of them and a sum.
 //! The result is the same product (every output element is the same dot product over `in`).
+//! Products of at most 16 rows on burn-flex (decoding steps) take `kernels_few_rows`.
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -18,12 +19,15 @@ pub fn linear_flat<B: Backend, const D: usize>(
     weight: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
 ) -> Tensor<B, D> {
-    if D <= 2 {
+    if D < 2 {
         return linear(x, weight, bias);
     }
     let dims = x.dims();
     let rows: usize = dims[..D - 1].iter().product();
-    let y = linear(x.reshape([rows, dims[D - 1]]), weight, bias);
+    let y = match crate::kernels_few_rows::linear(x.reshape([rows, dims[D - 1]]), weight, bias) {
+        Ok(y) => y,
+        Err((x, weight, bias)) => linear(x, weight, bias),
+    };
     let mut out = dims;
     out[D - 1] = y.dims()[1];
     y.reshape(out)

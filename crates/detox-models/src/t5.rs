@@ -194,11 +194,17 @@ impl<B: Backend> T5Attention<B> {
         v: Tensor<B, 4>,
         bias: Tensor<B, 4>,
     ) -> Tensor<B, 3> {
-        let scores = q.matmul(k.swap_dims(2, 3));
-        let weights = self
-            .dropout
-            .forward(crate::kernels::softmax_with_bias(scores, bias));
-        let ctx = weights.matmul(v); // [b, h, q, d_kv]
+        // a decoding step's few queries on burn-flex: keys/values read in place
+        let ctx = match crate::kernels_attention::attend(q, k, v, bias) {
+            Ok(ctx) => ctx,
+            Err((q, k, v, bias)) => {
+                let scores = q.matmul(k.swap_dims(2, 3));
+                let weights = self
+                    .dropout
+                    .forward(crate::kernels::softmax_with_bias(scores, bias));
+                weights.matmul(v) // [b, h, q, d_kv]
+            }
+        };
         let [b, h, l, d] = ctx.dims();
         self.o.forward(ctx.swap_dims(1, 2).reshape([b, l, h * d]))
     }
