@@ -293,9 +293,8 @@ mod tests {
             crate::linear::out_in_layout(burn::module::Param::from_tensor(w_in_out.clone())).val();
         let b = Tensor::<F, 1>::from_data(TensorData::new(values(9, 8), [9]), &device);
         let want = x.clone().matmul(w_in_out.clone()) + b.clone().unsqueeze::<2>();
-        let got = linear(x.clone(), w, Some(b.clone()))
-            .ok()
-            .expect("takes the kernel");
+        let got =
+            linear(x.clone(), w, Some(b.clone())).unwrap_or_else(|_| panic!("takes the kernel"));
         got.into_data()
             .assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::absolute(1e-5));
         assert!(
