@@ -9,7 +9,7 @@
 //! is done leaves the batch, so it stops costing compute.
 
 use burn::prelude::*;
-use detox_models::T5ForConditionalGeneration;
+use detox_models::{EncoderOutput, T5DecoderCache, T5ForConditionalGeneration};
 
 use crate::beam::{BeamScorer, BeamSettings, Candidate, Hypothesis};
 use crate::logits::{log_softmax, no_repeat_ngram, repetition_penalty, top_k_indices};
@@ -58,55 +58,18 @@ pub fn beam_search<B: Backend>(
 
     for step in 0..config.max_new_tokens {
         let rows = active.len() * nb;
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(
-                next.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-                [rows, 1],
-            ),
-            &device,
-        );
-        let hidden = model.decode(ids, &encoder, None, Some(&mut cache));
-        let mut logits: Vec<f32> = model
-            .lm_logits(hidden)
-            .reshape([rows, vocab])
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("float logits");
-
-        let mut kept = Vec::with_capacity(active.len());
-        let mut gather = Vec::with_capacity(rows);
-        let mut new_tokens = Vec::with_capacity(rows);
-        let mut new_scores = Vec::with_capacity(rows);
+        let mut logits = next_logits(model, &next, &encoder, &mut cache);
         // every beam's scores at once (rows in parallel), then each prompt's choice
         logits
             .par_chunks_mut(vocab)
             .zip(tokens.par_iter().zip(scores.par_iter()))
             .for_each(|(row, (t, &s))| step_scores(row, t, s, step < min_new, special, config));
-        for (j, block) in logits.chunks(nb * vocab).enumerate() {
-            let candidates: Vec<Candidate> = top_k_indices(block, scorer.candidates_per_step())
-                .into_iter()
-                .map(|(score, i)| Candidate {
-                    score,
-                    token: (i % vocab) as u32,
-                    beam: i / vocab,
-                })
-                .collect();
-            let beams = &tokens[j * nb..(j + 1) * nb];
-            let continued = scorer.process(active[j], &candidates, beams, step + 1);
-            if scorer.is_done(active[j]) {
-                continue;
-            }
-            kept.push(j);
-            for c in continued {
-                let src = j * nb + c.beam;
-                gather.push(src as i64);
-                let mut t = tokens[src].clone();
-                t.push(c.token);
-                new_tokens.push(t);
-                new_scores.push(c.score);
-            }
-        }
+        let Chosen {
+            kept,
+            gather,
+            tokens: new_tokens,
+            scores: new_scores,
+        } = choose(&mut scorer, &active, &logits, &tokens, vocab, step);
         if kept.len() < active.len() {
             active = kept.iter().map(|&j| active[j]).collect();
             if !active.is_empty() {
@@ -140,6 +103,85 @@ pub fn beam_search<B: Backend>(
             .map(|r| (tokens[r].clone(), scores[r]))
             .collect()
     })
+}
+
+/// The last position's logits `[rows * vocab]` on the host after decoding one token per row.
+fn next_logits<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    next: &[u32],
+    encoder: &EncoderOutput<B>,
+    cache: &mut T5DecoderCache<B>,
+) -> Vec<f32> {
+    let rows = next.len();
+    let ids = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(
+            next.iter().map(|&t| t as i64).collect::<Vec<_>>(),
+            [rows, 1],
+        ),
+        &encoder.hidden.device(),
+    );
+    let hidden = model.decode(ids, encoder, None, Some(cache));
+    model
+        .lm_logits(hidden)
+        .reshape([rows, model.config.vocab_size])
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("float logits")
+}
+
+/// What one step decided for the prompts still searching.
+struct Chosen {
+    /// Positions (in `active`) of the prompts that go on.
+    kept: Vec<usize>,
+    /// For each next beam row, the current row it continues.
+    gather: Vec<i64>,
+    tokens: Vec<Vec<u32>>,
+    scores: Vec<f32>,
+}
+
+/// Each active prompt's best `2 * num_beams` candidates over its `num_beams x vocab` scores,
+/// through the scorer; the next beams of the prompts that are not done.
+fn choose(
+    scorer: &mut BeamScorer,
+    active: &[usize],
+    logits: &[f32],
+    tokens: &[Vec<u32>],
+    vocab: usize,
+    step: usize,
+) -> Chosen {
+    let nb = tokens.len() / active.len();
+    let mut out = Chosen {
+        kept: Vec::with_capacity(active.len()),
+        gather: Vec::with_capacity(tokens.len()),
+        tokens: Vec::with_capacity(tokens.len()),
+        scores: Vec::with_capacity(tokens.len()),
+    };
+    for (j, block) in logits.chunks(nb * vocab).enumerate() {
+        let candidates: Vec<Candidate> = top_k_indices(block, scorer.candidates_per_step())
+            .into_iter()
+            .map(|(score, i)| Candidate {
+                score,
+                token: (i % vocab) as u32,
+                beam: i / vocab,
+            })
+            .collect();
+        let beams = &tokens[j * nb..(j + 1) * nb];
+        let continued = scorer.process(active[j], &candidates, beams, step + 1);
+        if scorer.is_done(active[j]) {
+            continue;
+        }
+        out.kept.push(j);
+        for c in continued {
+            let src = j * nb + c.beam;
+            out.gather.push(src as i64);
+            let mut t = tokens[src].clone();
+            t.push(c.token);
+            out.tokens.push(t);
+            out.scores.push(c.score);
+        }
+    }
+    out
 }
 
 /// One beam's candidate scores in place: log-probabilities, the processors (with the decoder
