@@ -9,10 +9,11 @@
 //! is done leaves the batch, so it stops costing compute.
 
 use burn::prelude::*;
-use detox_models::{EncoderOutput, T5DecoderCache, T5ForConditionalGeneration};
+use detox_models::T5ForConditionalGeneration;
 
 use crate::beam::{BeamScorer, BeamSettings, Candidate, Hypothesis};
-use crate::logits::{log_softmax, no_repeat_ngram, repetition_penalty, top_k_indices};
+use crate::logits::{log_softmax, top_k_indices};
+use crate::step::{apply_processors, index_tensor, next_logits};
 use crate::GenerationConfig;
 use rayon::prelude::*;
 
@@ -105,31 +106,6 @@ pub fn beam_search<B: Backend>(
     })
 }
 
-/// The last position's logits `[rows * vocab]` on the host after decoding one token per row.
-fn next_logits<B: Backend>(
-    model: &T5ForConditionalGeneration<B>,
-    next: &[u32],
-    encoder: &EncoderOutput<B>,
-    cache: &mut T5DecoderCache<B>,
-) -> Vec<f32> {
-    let rows = next.len();
-    let ids = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(
-            next.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-            [rows, 1],
-        ),
-        &encoder.hidden.device(),
-    );
-    let hidden = model.decode(ids, encoder, None, Some(cache));
-    model
-        .lm_logits(hidden)
-        .reshape([rows, model.config.vocab_size])
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .expect("float logits")
-}
-
 /// What one step decided for the prompts still searching.
 struct Chosen {
     /// Positions (in `active`) of the prompts that go on.
@@ -184,8 +160,8 @@ fn choose(
     out
 }
 
-/// One beam's candidate scores in place: log-probabilities, the processors (with the decoder
-/// ids so far, start token included, as transformers passes them), then the running sum.
+/// One beam's candidate scores in place: log-probabilities, the processors, then the running
+/// sum.
 fn step_scores(
     row: &mut [f32],
     beam_tokens: &[u32],
@@ -195,20 +171,6 @@ fn step_scores(
     config: &GenerationConfig,
 ) {
     log_softmax(row);
-    if config.repetition_penalty != 1.0 || config.no_repeat_ngram_size > 0 {
-        let ids: Vec<u32> = std::iter::once(special.decoder_start)
-            .chain(beam_tokens.iter().copied())
-            .collect();
-        repetition_penalty(row, &ids, config.repetition_penalty);
-        no_repeat_ngram(row, &ids, config.no_repeat_ngram_size);
-    }
-    if suppress_eos {
-        row[special.eos as usize] = f32::NEG_INFINITY;
-    }
+    apply_processors(row, beam_tokens, suppress_eos, special, config);
     row.iter_mut().for_each(|v| *v += beam_score);
-}
-
-fn index_tensor<B: Backend>(rows: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
-    let n = rows.len();
-    Tensor::from_data(TensorData::new(rows, [n]), device)
 }

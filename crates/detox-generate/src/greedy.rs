@@ -4,7 +4,8 @@ use burn::prelude::*;
 use detox_models::T5ForConditionalGeneration;
 use rand::rngs::StdRng;
 
-use crate::logits::{argmax, no_repeat_ngram, repetition_penalty, sample, warp_logits};
+use crate::logits::{argmax, sample, warp_logits};
+use crate::step::{apply_processors, index_tensor, next_logits};
 use crate::GenerationConfig;
 
 /// Generates continuations for a batch of prompts (`input_ids`/`attention_mask` `[batch, len]`,
@@ -58,35 +59,14 @@ pub fn generate_with_limits<B: Backend>(
 
     for step in 0..max_steps {
         let n = active.len();
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(next.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n, 1]),
-            &device,
-        );
-        let hidden = model.decode(ids, &encoder, None, Some(&mut cache));
-        let logits = model.lm_logits(hidden).reshape([n, vocab]);
-        let logits: Vec<f32> = logits
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("float logits");
+        let logits = next_logits(model, &next, &encoder, &mut cache);
 
         let mut keep = Vec::with_capacity(n);
         next.clear();
         for (i, row_logits) in logits.chunks(vocab).enumerate() {
             let mut row = row_logits.to_vec();
             let r = active[i];
-            if config.repetition_penalty != 1.0 || config.no_repeat_ngram_size > 0 {
-                // the decoder ids so far, start token included (what transformers' processors
-                // see); each processor is a no-op when its setting is off
-                let ids: Vec<u32> = std::iter::once(special.decoder_start)
-                    .chain(out[r].iter().copied())
-                    .collect();
-                repetition_penalty(&mut row, &ids, config.repetition_penalty);
-                no_repeat_ngram(&mut row, &ids, config.no_repeat_ngram_size);
-            }
-            if step < min_new {
-                row[special.eos as usize] = f32::NEG_INFINITY;
-            }
+            apply_processors(&mut row, &out[r], step < min_new, special, config);
             let token = if config.do_sample {
                 warp_logits(&mut row, config.temperature, config.top_k, config.top_p);
                 sample(&row, rng)
@@ -103,13 +83,7 @@ pub fn generate_with_limits<B: Backend>(
             break;
         }
         if keep.len() < n {
-            let rows = Tensor::<B, 1, Int>::from_data(
-                TensorData::new(
-                    keep.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                    [keep.len()],
-                ),
-                &device,
-            );
+            let rows = index_tensor::<B>(keep.iter().map(|&i| i as i64).collect(), &device);
             encoder = encoder.select_rows(rows.clone());
             cache.select_rows(rows);
             active = keep.iter().map(|&i| active[i]).collect();

@@ -12,6 +12,7 @@
 //!   directory's `generation_config.json` as defaults.
 //! - `logits.rs`: the per-row processors and token choice, each a pure function.
 //! - `greedy.rs`: greedy and sampling; `beam_search.rs`: the beam search loop over the model;
+//!   `step.rs`: what both do in a step (decode one token per row, the processors in order);
 //!   `beam.rs`: transformers' beam bookkeeping (`BeamSearchScorer` / `BeamHypotheses`).
 
 pub mod beam;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod generation_config;
 pub mod greedy;
 pub mod logits;
+mod step;
 
 use burn::prelude::*;
 use detox_models::T5ForConditionalGeneration;
@@ -69,8 +71,7 @@ pub fn generate_sequences<B: Backend>(
         let rows: Vec<i64> = (0..batch as i64)
             .flat_map(|r| std::iter::repeat_n(r, n))
             .collect();
-        let rows =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [batch * n]), &input_ids.device());
+        let rows = step::index_tensor::<B>(rows, &input_ids.device());
         (
             input_ids.select(0, rows.clone()),
             attention_mask.select(0, rows),
