@@ -133,34 +133,37 @@ impl GenerationFile {
     }
 }
 
-fn count(m: &Map<String, Value>, field: &str) -> Result<Option<usize>, String> {
+/// `field` read with `get` (`None` when absent or null); a value `get` refuses is an error
+/// saying it must be `expected`.
+fn field<T>(
+    m: &Map<String, Value>,
+    field: &str,
+    get: impl Fn(&Value) -> Option<T>,
+    expected: &str,
+) -> Result<Option<T>, String> {
     match m.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| format!("`{field}` must be a non-negative integer, got {v}")),
+        Some(v) => get(v)
+            .map(Some)
+            .ok_or_else(|| format!("`{field}` must be {expected}, got {v}")),
     }
 }
 
-fn number(m: &Map<String, Value>, field: &str) -> Result<Option<f64>, String> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| format!("`{field}` must be a number, got {v}")),
-    }
+fn count(m: &Map<String, Value>, name: &str) -> Result<Option<usize>, String> {
+    field(
+        m,
+        name,
+        |v| v.as_u64().map(|n| n as usize),
+        "a non-negative integer",
+    )
 }
 
-fn boolean(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, String> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| format!("`{field}` must be true or false, got {v}")),
-    }
+fn number(m: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
+    field(m, name, Value::as_f64, "a number")
+}
+
+fn boolean(m: &Map<String, Value>, name: &str) -> Result<Option<bool>, String> {
+    field(m, name, Value::as_bool, "true or false")
 }
 
 /// `early_stopping`: `true`, `false` or `"never"`.
