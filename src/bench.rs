@@ -247,8 +247,8 @@ fn t5_inference<B: Backend>(
         unit,
         peak_rss_mb: None,
     };
-    let mut results = Vec::new();
-    for &batch in &a.batch {
+    // `batch` random prompts of `--prompt-len` tokens, all attended
+    let mut prompts = |batch: usize| {
         let ids = random_ids::<B>(
             rng,
             batch,
@@ -256,7 +256,14 @@ fn t5_inference<B: Backend>(
             id_range(c.vocab_size, 32000),
             device,
         );
-        let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], device);
+        (
+            ids,
+            Tensor::<B, 2, Int>::ones([batch, a.prompt_len], device),
+        )
+    };
+    let mut results = Vec::new();
+    for &batch in &a.batch {
+        let (ids, mask) = prompts(batch);
         if a.wants("t5-encoder") {
             let s = median_secs(a.repeats, || {
                 let out = model.encode(ids.clone(), mask.clone());
@@ -301,14 +308,7 @@ fn t5_inference<B: Backend>(
             ..Default::default()
         };
         for &batch in &a.beam_batch {
-            let ids = random_ids::<B>(
-                rng,
-                batch,
-                a.prompt_len,
-                id_range(c.vocab_size, 32000),
-                device,
-            );
-            let mask = Tensor::<B, 2, Int>::ones([batch, a.prompt_len], device);
+            let (ids, mask) = prompts(batch);
             let s = median_secs(a.repeats, || {
                 let out = beam_search(&model, ids.clone(), mask.clone(), &cfg);
                 assert!(out.iter().all(|h| h[0].tokens.len() == a.new_tokens));
