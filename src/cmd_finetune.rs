@@ -95,6 +95,10 @@ pub struct FinetuneArgs {
     pub log_every: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Batch examples of similar source length together (transformers' `group_by_length`): far
+    /// less padding, the same examples per epoch.
+    #[arg(long)]
+    pub group_by_length: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
@@ -140,6 +144,7 @@ impl FinetuneArgs {
             log_every: self.log_every,
             seed: self.seed,
             template,
+            group_by_length: self.group_by_length,
         })
     }
 }

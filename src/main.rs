@@ -6,6 +6,7 @@ mod bench;
 mod bench_ppo;
 mod cmd_evaluate;
 mod cmd_finetune;
+mod cmd_init;
 mod cmd_inspect;
 mod cmd_ppo;
 mod cmd_rouge;
@@ -35,6 +36,9 @@ enum Command {
     Summarize(cmd_summarize::SummarizeArgs),
     /// Classify texts with a RoBERTa sequence classifier: logits and probabilities per label.
     Score(cmd_score::ScoreArgs),
+    /// A randomly initialized model directory (T5 or RoBERTa, transformers' initialization) from a
+    /// config.json and a tokenizer: the start of training from scratch.
+    Init(cmd_init::InitArgs),
     /// Show a checkpoint's architecture, parameter count and tensors.
     Inspect(cmd_inspect::InspectArgs),
     /// ROUGE-1/2/L/Lsum exactly as rouge_score computes it.
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Summarize(a) => a.device.run(cmd_summarize::Summarize(a)),
         Command::Score(a) => a.device.run(cmd_score::Score(a)),
+        Command::Init(a) => cmd_init::run(&a),
         Command::Inspect(a) => cmd_inspect::run(&a),
         Command::Rouge(a) => cmd_rouge::run(&a),
         Command::Evaluate(a) => a.device.run(cmd_evaluate::Evaluate(a)),

@@ -76,6 +76,42 @@ fn roberta_scores_texts_like_transformers() {
     assert_slices_close("score logits", &got, &want, TOL);
 }
 
+/// `save_roberta` writes what transformers wrote (same tensor names, shapes and labels), and the
+/// copy loads back to the reference logits.
+#[test]
+fn a_saved_classifier_has_transformers_names_and_the_same_logits() {
+    let r = Reference::load("roberta-tiny");
+    let device = Default::default();
+    let model = load::<Cpu>(&device);
+    let out = common::scratch_path("roberta-save", "copy");
+    detox_hub::save_roberta(&model, &out).unwrap();
+    let names = |dir: &std::path::Path| {
+        let mut v: Vec<(String, Vec<usize>)> =
+            detox_hub::read_safetensors_header(&dir.join("model.safetensors"))
+                .unwrap()
+                .into_iter()
+                .filter(|t| !t.name.ends_with("position_ids"))
+                .map(|t| (t.name, t.shape))
+                .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&out), names(&fixtures().join("roberta-tiny")));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["id2label"]["1"], "hate");
+    assert_eq!(config["label2id"]["nothate"], 0);
+    assert_eq!(
+        config["architectures"][0],
+        "RobertaForSequenceClassification"
+    );
+    let copy = detox_hub::load_roberta::<Cpu>(&out, &device).unwrap();
+    let ids = r.int::<Cpu, 2>("input_ids", &device);
+    let mask = r.int::<Cpu, 2>("attention_mask", &device);
+    assert_close(&r, "logits", copy.forward(ids, mask), TOL);
+    std::fs::remove_dir_all(&out).ok();
+}
+
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_roberta_layers_match_transformers() {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use adapter::{load_adapter, read_adapter_config, save_adapter, write_adapter_files};
 pub use classifier::Classifier;
 pub use models::{load_roberta, load_t5, read_config, roberta_name_map, t5_name_map, ModelInfo};
-pub use save::{copy_companion_files, save_t5};
+pub use save::{copy_companion_files, save_roberta, save_t5};
 pub use tokenizer::{EncodedBatch, TextTokenizer};
 pub use value_head::{load_value_head, save_value_head};
 pub use weights::{read_safetensors_header, weight_files, TensorInfo};

@@ -15,10 +15,10 @@ use burn::prelude::*;
 use burn_store::{
     BurnToPyTorchAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, SafetensorsStore,
 };
-use detox_models::{LoraTarget, T5ForConditionalGeneration};
+use detox_models::{LoraTarget, RobertaForSequenceClassification, T5ForConditionalGeneration};
 
 use crate::atomic::write_dir_atomic;
-use crate::models::t5_name_map_to_hf;
+use crate::models::{roberta_name_map_to_hf, t5_name_map_to_hf};
 use crate::weights::LoraLinearLayout;
 use crate::HubError;
 
@@ -97,6 +97,74 @@ pub fn write_t5_files<B: Backend>(
     })?;
     let cfg_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&t5_config_json(model)).expect("json");
+    std::fs::write(&cfg_path, text + "\n").map_err(|e| HubError::io(&cfg_path, e))?;
+    Ok(())
+}
+
+/// `config.json` of a RoBERTa sequence classifier as transformers writes it: every field of
+/// [`detox_models::RobertaConfig`] plus `architectures`, `model_type` and `label2id`, with
+/// `id2label` holding the model's label names.
+pub fn roberta_config_json<B: Backend>(
+    model: &RobertaForSequenceClassification<B>,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(&model.config).expect("serializable config");
+    let obj = v.as_object_mut().expect("config is an object");
+    obj.retain(|_, v| !v.is_null());
+    obj.remove("num_labels");
+    let id2label: serde_json::Map<String, serde_json::Value> = model
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+        .collect();
+    let label2id: serde_json::Map<String, serde_json::Value> = model
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+        .collect();
+    obj.insert("id2label".into(), id2label.into());
+    obj.insert("label2id".into(), label2id.into());
+    obj.insert(
+        "architectures".into(),
+        serde_json::json!(["RobertaForSequenceClassification"]),
+    );
+    obj.insert(
+        "model_type".into(),
+        serde_json::json!(model.config.model_type.as_deref().unwrap_or("roberta")),
+    );
+    obj.insert("torch_dtype".into(), serde_json::json!("float32"));
+    v
+}
+
+/// Writes `model` as a transformers `RobertaForSequenceClassification` directory (`config.json` +
+/// `model.safetensors`) at `dir`, atomically. `detox_hub::load_roberta` reads it back to the same
+/// logits.
+pub fn save_roberta<B: Backend>(
+    model: &RobertaForSequenceClassification<B>,
+    dir: &Path,
+) -> Result<(), HubError> {
+    write_dir_atomic(dir, |tmp| write_roberta_files(model, tmp))
+}
+
+/// [`save_roberta`] into the existing directory `dir`, without the atomic swap.
+pub fn write_roberta_files<B: Backend>(
+    model: &RobertaForSequenceClassification<B>,
+    dir: &Path,
+) -> Result<(), HubError> {
+    let file = dir.join("model.safetensors");
+    let mut store = SafetensorsStore::from_file(&file)
+        .with_predicate(|path, _| !path.contains(".lora_"))
+        .with_to_adapter(BurnToPyTorchAdapter.chain(LoraLinearLayout))
+        .remap(KeyRemapper::from_patterns(roberta_name_map_to_hf().remap).expect("name-map regex"))
+        .clear_metadata()
+        .metadata("format", "pt");
+    model.save_into(&mut store).map_err(|e| HubError::Weights {
+        path: file.clone(),
+        msg: format!("cannot write weights: {e}"),
+    })?;
+    let cfg_path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&roberta_config_json(model)).expect("json");
     std::fs::write(&cfg_path, text + "\n").map_err(|e| HubError::io(&cfg_path, e))?;
     Ok(())
 }

@@ -35,6 +35,12 @@ fn default_ff_proj() -> String {
 fn default_eos() -> u32 {
     1
 }
+fn default_factor() -> f64 {
+    1.0
+}
+fn default_init_range() -> f64 {
+    0.02
+}
 
 /// `T5Config` of transformers (also used by FLAN-T5 and T5 v1.1).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,6 +73,10 @@ pub struct T5Config {
     pub eos_token_id: u32,
     #[serde(default)]
     pub decoder_start_token_id: Option<u32>,
+    /// Scale of every initial weight's standard deviation (`_init_weights`; only `detox init`
+    /// reads it).
+    #[serde(default = "default_factor")]
+    pub initializer_factor: f64,
 }
 
 /// The activation of T5's feed-forward block, from `feed_forward_proj`.
@@ -219,6 +229,9 @@ pub struct RobertaConfig {
     pub id2label: BTreeMap<String, String>,
     #[serde(default)]
     pub num_labels: Option<usize>,
+    /// Standard deviation of the initial weights (`_init_weights`; only `detox init` reads it).
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
 }
 
 impl RobertaConfig {

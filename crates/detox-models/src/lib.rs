@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod dropout;
+pub mod init;
 pub mod kernels;
 pub(crate) mod kernels_attention;
 pub mod kernels_autodiff;

@@ -350,6 +350,34 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// How many batches a length-sorted group spans (transformers' `LengthGroupedSampler`: 50).
+pub const MEGABATCH_BATCHES: usize = 50;
+
+/// [`epoch_order`] with transformers' `group_by_length`: the shuffled order is cut into groups of
+/// [`MEGABATCH_BATCHES`] · `batch_size` examples and each group is sorted by `lengths`, longest
+/// first (ties keep the shuffled order), so a batch holds examples of similar length and pads
+/// little; which examples share a group is still random per epoch. As in transformers, the
+/// longest example of all is then swapped to the front, so a batch too large for memory fails
+/// at once rather than hours in.
+pub fn grouped_epoch_order(
+    lengths: &[usize],
+    batch_size: usize,
+    seed: u64,
+    epoch: u64,
+) -> Vec<usize> {
+    let mut order = epoch_order(lengths.len(), seed, epoch);
+    let group = (MEGABATCH_BATCHES * batch_size).max(1);
+    for chunk in order.chunks_mut(group) {
+        chunk.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    }
+    // transformers swaps the longest example (the head of its sorted group) to the very front.
+    let longest = (0..order.len().div_ceil(group))
+        .max_by_key(|&g| (lengths[order[g * group]], std::cmp::Reverse(g)))
+        .unwrap_or(0);
+    order.swap(0, longest * group);
+    order
+}
+
 /// Where a [`BatchStream`] is: epoch and batch index within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct StreamPosition {
@@ -366,6 +394,8 @@ pub struct BatchStream {
     seed: u64,
     pos: StreamPosition,
     order: Vec<usize>,
+    /// Example lengths when batches are grouped by length ([`grouped_epoch_order`]).
+    lengths: Option<std::sync::Arc<[usize]>>,
 }
 
 impl BatchStream {
@@ -385,6 +415,23 @@ impl BatchStream {
             seed,
             pos,
             order: epoch_order(n, seed, pos.epoch),
+            lengths: None,
+        }
+    }
+
+    /// The same stream with each epoch's batches grouped by these example lengths.
+    pub fn grouped_by_length(mut self, lengths: Vec<usize>) -> Self {
+        assert_eq!(lengths.len(), self.n, "one length per example");
+        let lengths: std::sync::Arc<[usize]> = lengths.into();
+        self.order = grouped_epoch_order(&lengths, self.batch_size, self.seed, self.pos.epoch);
+        self.lengths = Some(lengths);
+        self
+    }
+
+    fn order_of(&self, epoch: u64) -> Vec<usize> {
+        match &self.lengths {
+            Some(l) => grouped_epoch_order(l, self.batch_size, self.seed, epoch),
+            None => epoch_order(self.n, self.seed, epoch),
         }
     }
 
@@ -408,7 +455,7 @@ impl BatchStream {
                 epoch: self.pos.epoch + 1,
                 batch: 0,
             };
-            self.order = epoch_order(self.n, self.seed, self.pos.epoch);
+            self.order = self.order_of(self.pos.epoch);
         }
         let start = self.pos.batch * self.batch_size;
         let end = (start + self.batch_size).min(self.n);
@@ -541,6 +588,37 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn grouped_batches_hold_similar_lengths_and_resume() {
+        let lengths: Vec<usize> = (0..400).map(|i| (i * 37) % 101 + 1).collect();
+        let order = grouped_epoch_order(&lengths, 4, 9, 0);
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..400).collect::<Vec<_>>(), "a permutation");
+        assert_eq!(lengths[order[0]], 101, "the longest example comes first");
+        let group = MEGABATCH_BATCHES * 4;
+        for g in order.chunks(group) {
+            assert!(g[1..].windows(2).all(|w| lengths[w[0]] >= lengths[w[1]]));
+        }
+        // Padding: the sum over batches of (batch max - each length) is far below a plain shuffle's.
+        let waste = |o: &[usize]| -> usize {
+            o.chunks(4)
+                .map(|b| {
+                    let m = b.iter().map(|&i| lengths[i]).max().unwrap();
+                    b.iter().map(|&i| m - lengths[i]).sum::<usize>()
+                })
+                .sum()
+        };
+        assert!(waste(&order) * 5 < waste(&epoch_order(400, 9, 0)));
+        assert_ne!(order, grouped_epoch_order(&lengths, 4, 9, 1));
+        let mut s = BatchStream::new(400, 4, 9).grouped_by_length(lengths.clone());
+        let first: Vec<usize> = (0..120).flat_map(|_| s.next_indices()).collect();
+        assert_eq!(&first[..400], &order[..]);
+        let pos = s.position();
+        let mut resumed = BatchStream::at(400, 4, 9, pos).grouped_by_length(lengths);
+        assert_eq!(resumed.next_indices(), s.next_indices());
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct FinetuneConfig {
     pub log_every: usize,
     pub seed: u64,
     pub template: PromptTemplate,
+    /// Batch examples of similar source length together (transformers' `group_by_length`).
+    #[serde(default)]
+    pub group_by_length: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -156,6 +159,7 @@ impl Default for FinetuneConfig {
             log_every: 10,
             seed: 42,
             template: PromptTemplate::default(),
+            group_by_length: false,
         }
     }
 }
@@ -389,7 +393,14 @@ impl<B: AutodiffBackend> Trainer<B> {
             model: Some(model),
             optim,
             schedule: LinearSchedule::new(cfg.lr, cfg.warmup_steps, total),
-            stream: BatchStream::at(data.train.len(), cfg.batch_size, cfg.seed, pos),
+            stream: {
+                let stream = BatchStream::at(data.train.len(), cfg.batch_size, cfg.seed, pos);
+                if cfg.group_by_length {
+                    stream.grouped_by_length(data.train.iter().map(|t| t.input_ids.len()).collect())
+                } else {
+                    stream
+                }
+            },
             train: data.train,
             eval: data.eval,
             step,
@@ -784,9 +795,12 @@ fn check_resumed_state(state: &TrainerState, cfg: &FinetuneConfig) -> Result<(),
             state.config.mode, cfg.mode
         )));
     }
-    if state.config.batch_size != cfg.batch_size || state.config.seed != cfg.seed {
+    if state.config.batch_size != cfg.batch_size
+        || state.config.seed != cfg.seed
+        || state.config.group_by_length != cfg.group_by_length
+    {
         eprintln!(
-            "warning: resuming with a different --batch-size or --seed than the checkpoint's: the data order changes"
+            "warning: resuming with a different --batch-size, --seed or --group-by-length than the checkpoint's: the data order changes"
         );
     }
     Ok(())

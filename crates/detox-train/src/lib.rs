@@ -8,11 +8,14 @@
 //! Generic over burn's `AutodiffBackend`.
 
 pub mod checkpoint;
+pub mod classify_data;
+pub mod classify_metrics;
 pub mod clip;
 pub mod data;
 pub mod finetune;
 pub mod interrupt;
 pub mod loss;
+pub mod naive_bayes;
 pub mod optim;
 pub mod runlock;
 pub mod runlog;
