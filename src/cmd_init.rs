@@ -106,13 +106,10 @@ pub fn run(args: &InitArgs) -> Result<()> {
 /// Writes the model files and a copy of the tokenizer through a temporary sibling directory that
 /// replaces `out` only when complete.
 fn write(out: &Path, tokenizer: &Path, files: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = detox_hub::atomic::fresh_sibling_dir(out)?;
-    if let Err(e) = files(&tmp).and_then(|()| copy_tokenizer(tokenizer, &tmp)) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    detox_hub::atomic::replace_dir(&tmp, out)?;
-    Ok(())
+    detox_hub::atomic::write_dir_atomic::<anyhow::Error>(out, |tmp| {
+        files(tmp)?;
+        copy_tokenizer(tokenizer, tmp)
+    })
 }
 
 /// The tokenizer's ids must fit the embedding (`vocab_size` may be larger: T5 pads to 32128).

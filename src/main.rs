@@ -4,6 +4,7 @@
 mod backend;
 mod bench;
 mod bench_ppo;
+mod cmd_convert;
 mod cmd_evaluate;
 mod cmd_finetune;
 mod cmd_init;
@@ -12,6 +13,7 @@ mod cmd_ppo;
 mod cmd_rouge;
 mod cmd_score;
 mod cmd_summarize;
+mod cmd_train_classifier;
 mod generation_args;
 mod prompt;
 
@@ -39,6 +41,8 @@ enum Command {
     /// A randomly initialized model directory (T5 or RoBERTa, transformers' initialization) from a
     /// config.json and a tokenizer: the start of training from scratch.
     Init(cmd_init::InitArgs),
+    /// Copy a model directory with its weights in another float type (bf16, f16, f32).
+    Convert(cmd_convert::ConvertArgs),
     /// Show a checkpoint's architecture, parameter count and tensors.
     Inspect(cmd_inspect::InspectArgs),
     /// ROUGE-1/2/L/Lsum exactly as rouge_score computes it.
@@ -51,6 +55,9 @@ enum Command {
     BenchPpo(bench_ppo::PpoBenchArgs),
     /// Fine-tune a T5 / FLAN-T5 model (full or LoRA) on DialogSum-style JSONL.
     Finetune(Box<cmd_finetune::FinetuneArgs>),
+    /// Train a RoBERTa sequence classifier on labeled texts (CSV / JSONL); best model by
+    /// validation, scored on test beside a Naive Bayes baseline.
+    TrainClassifier(Box<cmd_train_classifier::TrainClassifierArgs>),
     /// PPO detoxification as the lab runs it with trl: LoRA policy + value head, RoBERTa reward.
     Ppo(Box<cmd_ppo::PpoArgs>),
     /// Toxicity (probability of `hate`) of a model's summaries on the lab's test prompts.
@@ -63,12 +70,16 @@ fn main() -> ExitCode {
         Command::Summarize(a) => a.device.run(cmd_summarize::Summarize(a)),
         Command::Score(a) => a.device.run(cmd_score::Score(a)),
         Command::Init(a) => cmd_init::run(&a),
+        Command::Convert(a) => cmd_convert::run(&a),
         Command::Inspect(a) => cmd_inspect::run(&a),
         Command::Rouge(a) => cmd_rouge::run(&a),
         Command::Evaluate(a) => a.device.run(cmd_evaluate::Evaluate(a)),
         Command::Bench(a) => a.device.run_autodiff(bench::Bench(a)),
         Command::Finetune(a) => a.device.run_autodiff(cmd_finetune::Finetune(*a)),
         Command::BenchPpo(a) => a.device.run_autodiff(bench_ppo::PpoBench(a)),
+        Command::TrainClassifier(a) => a
+            .device
+            .run_autodiff(cmd_train_classifier::TrainClassifier(*a)),
         Command::Ppo(a) => a.device.run_autodiff(cmd_ppo::Ppo(*a)),
         Command::Toxicity(a) => a.device.run(cmd_ppo::Toxicity(a)),
     };

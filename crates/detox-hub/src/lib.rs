@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod atomic;
 pub mod classifier;
 mod download;
+pub mod dtype;
 pub mod models;
 pub mod save;
 pub mod tokenizer;

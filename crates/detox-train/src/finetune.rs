@@ -309,7 +309,7 @@ pub enum Start {
 }
 
 impl Start {
-    fn run_start(&self) -> RunStart {
+    pub(crate) fn run_start(&self) -> RunStart {
         match self {
             Start::New => RunStart::New,
             Start::Overwrite => RunStart::Overwrite,
@@ -774,7 +774,7 @@ fn tokenize(
 }
 
 /// The checkpoint a `--resume` run continues from (`None` for a run that starts afresh).
-fn resume_checkpoint(out: &Path, start: &Start) -> Result<Option<PathBuf>, TrainError> {
+pub(crate) fn resume_checkpoint(out: &Path, start: &Start) -> Result<Option<PathBuf>, TrainError> {
     Ok(match start.resume() {
         None => None,
         Some(Resume::Latest) => Some(latest_checkpoint(out).ok_or_else(|| {
@@ -840,7 +840,7 @@ fn load_model<B: AutodiffBackend>(
 }
 
 /// The backend seed of step `step`'s dropout masks.
-fn step_seed(seed: u64, step: usize) -> u64 {
+pub(crate) fn step_seed(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(step as u64 + 1)
 }

@@ -8,6 +8,7 @@
 //! Generic over burn's `AutodiffBackend`.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod classify_data;
 pub mod classify_metrics;
 pub mod clip;
