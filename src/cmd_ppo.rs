@@ -14,12 +14,14 @@ use crate::backend::{AutodiffJob, DeviceArgs, Job};
 /// What `detox ppo` and `detox toxicity` both read.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LabInputs {
-    /// The T5 / FLAN-T5 model directory or hub id (config.json, weights, tokenizer.json).
+    /// The T5 / FLAN-T5 model directory or hub id (config.json, weights, tokenizer.json);
+    /// default: the shipped summarizer (models/dialogsum-t5).
     #[arg(long)]
-    pub model: String,
-    /// The classifier directory or hub id (facebook/roberta-hate-speech-dynabench-r4-target).
+    pub model: Option<String>,
+    /// The classifier directory or hub id (facebook/roberta-hate-speech-dynabench-r4-target);
+    /// default: the shipped toxicity classifier (models/toxicity-roberta).
     #[arg(long)]
-    pub reward_model: String,
+    pub reward_model: Option<String>,
     /// DialogSum-style JSONL (the train split): dialogues are filtered and split 80/20 as in the
     /// lab (ppo trains on the first part; toxicity is measured on the second).
     #[arg(long)]
@@ -146,9 +148,9 @@ impl AutodiffJob for Ppo {
             bail!("{}: no such dataset file", a.inputs.dataset.display());
         }
         let run = LabRun {
-            model: detox_hub::resolve_model(&a.inputs.model)?,
+            model: crate::shipped::model_or_shipped(a.inputs.model.as_deref(), crate::shipped::SUMMARIZER)?,
             adapter: a.adapter.clone(),
-            reward_model: detox_hub::resolve_model(&a.inputs.reward_model)?,
+            reward_model: crate::shipped::model_or_shipped(a.inputs.reward_model.as_deref(), crate::shipped::CLASSIFIER)?,
             dataset: a.inputs.dataset.clone(),
             out: a.out.clone(),
             start: match (a.resume, a.overwrite) {
@@ -217,9 +219,9 @@ impl Job for Toxicity {
             c.toxicity.samples = n;
         }
         let t = toxicity_of::<B>(
-            &detox_hub::resolve_model(&a.inputs.model)?,
+            &crate::shipped::model_or_shipped(a.inputs.model.as_deref(), crate::shipped::SUMMARIZER)?,
             a.adapter.as_deref(),
-            &detox_hub::resolve_model(&a.inputs.reward_model)?,
+            &crate::shipped::model_or_shipped(a.inputs.reward_model.as_deref(), crate::shipped::CLASSIFIER)?,
             &a.inputs.dataset,
             &c.data,
             &c.toxicity,

@@ -9,9 +9,10 @@ use detox_hub::Classifier;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScoreArgs {
-    /// Classifier directory or hub id (e.g. facebook/roberta-hate-speech-dynabench-r4-target).
+    /// Classifier directory or hub id (e.g. facebook/roberta-hate-speech-dynabench-r4-target);
+    /// default: the shipped toxicity classifier (models/toxicity-roberta).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// A text to classify (repeat for several).
     #[arg(long = "text", required = true)]
     pub texts: Vec<String>,
@@ -32,7 +33,7 @@ impl Job for Score {
         if let Some(i) = args.texts.iter().position(|t| t.trim().is_empty()) {
             bail!("--text number {} is empty", i + 1);
         }
-        let dir = detox_hub::resolve_model(&args.model)?;
+        let dir = crate::shipped::model_or_shipped(args.model.as_deref(), crate::shipped::CLASSIFIER)?;
         // all texts in one forward pass
         let classifier = Classifier::<B>::load(&dir, args.texts.len(), &device)?;
         let labels = classifier.labels();

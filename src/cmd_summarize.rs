@@ -16,9 +16,10 @@ use detox_hub::TextTokenizer;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SummarizeArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer.json) or Hugging Face hub id.
+    /// Model directory (config.json, model.safetensors, tokenizer.json) or Hugging Face hub id
+    /// (default: the shipped DialogSum summarizer, models/dialogsum-t5).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// A peft LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -104,7 +105,7 @@ impl Job for Summarize {
         if prompt.trim().is_empty() {
             bail!("the prompt is empty");
         }
-        let dir = detox_hub::resolve_model(&args.model)?;
+        let dir = crate::shipped::model_or_shipped(args.model.as_deref(), crate::shipped::SUMMARIZER)?;
         let file = GenerationFile::from_model_dir(&dir).map_err(anyhow::Error::msg)?;
         let mut model = detox_hub::load_t5::<B>(&dir, &device)?;
         if let Some(adapter) = &args.adapter {

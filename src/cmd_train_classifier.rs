@@ -54,8 +54,9 @@ pub struct TrainClassifierArgs {
     /// Use only the first N training rows (after the split).
     #[arg(long)]
     pub train_limit: Option<usize>,
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Output directory: metrics.jsonl, checkpoint-N/, best/, final/, test_metrics.json.
+    #[arg(long, required_unless_present = "eval_only")]
+    pub out: Option<PathBuf>,
     #[arg(long, default_value_t = 5e-5)]
     pub lr: f64,
     #[arg(long, default_value_t = 32)]
@@ -98,6 +99,10 @@ pub struct TrainClassifierArgs {
     /// Print one JSON object at the end (also written to OUT/test_metrics.json with a test set).
     #[arg(long)]
     pub json: bool,
+    /// Train nothing: score --model on the validation and test rows (beside Naive Bayes fit on
+    /// the training rows) and print the JSON report. --out is not written.
+    #[arg(long)]
+    pub eval_only: bool,
 }
 
 impl TrainClassifierArgs {
@@ -178,6 +183,28 @@ impl AutodiffJob for TrainClassifier {
             .labels()
             .map_err(|m| anyhow::anyhow!("{}: {m}", dir.join("config.json").display()))?;
         let (train, eval, test) = args.data(&labels)?;
+        if args.eval_only {
+            let inner = device.clone();
+            let score = |rows: &Option<Vec<LabeledText>>| -> Result<serde_json::Value> {
+                let Some(rows) = rows else {
+                    return Ok(serde_json::Value::Null);
+                };
+                let model = evaluate_dir::<B::InnerBackend>(&dir, rows, args.batch_size, args.max_len, &inner)?;
+                Ok(serde_json::json!({
+                    "rows": rows.len(),
+                    "model": model,
+                    "naive_bayes": naive_bayes(&train, rows, labels.len()),
+                }))
+            };
+            let report = serde_json::json!({
+                "model": dir,
+                "validation": score(&eval)?,
+                "test": score(&test)?,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
+        let out = args.out.clone().expect("clap requires --out unless --eval-only");
         let start = match args.resume.clone() {
             Some(Some(d)) => Start::Resume(Resume::Dir(d)),
             Some(None) => Start::Resume(Resume::Latest),
@@ -188,7 +215,7 @@ impl AutodiffJob for TrainClassifier {
             &dir,
             &train,
             eval.as_deref(),
-            &args.out,
+            &out,
             args.config(),
             start,
             &device,
@@ -254,7 +281,7 @@ impl AutodiffJob for TrainClassifier {
                 "model": model,
                 "naive_bayes": baseline,
             });
-            let path = args.out.join("test_metrics.json");
+            let path = out.join("test_metrics.json");
             let text = serde_json::to_string_pretty(&report)? + "\n";
             detox_hub::atomic::write_file_atomic(&path, text.as_bytes())
                 .with_context(|| format!("{}: cannot write", path.display()))?;
@@ -282,4 +309,16 @@ impl AutodiffJob for TrainClassifier {
         }
         Ok(())
     }
+}
+
+/// The Naive Bayes baseline fit on `train`, scored on `rows`.
+fn naive_bayes(
+    train: &[LabeledText],
+    rows: &[LabeledText],
+    num_labels: usize,
+) -> detox_train::classify_metrics::ClassMetrics {
+    let nb = NaiveBayes::fit(train.iter().map(|r| (r.text.as_str(), r.label)), num_labels, 1.0);
+    let logits: Vec<Vec<f32>> = rows.iter().map(|r| nb.log_scores(&r.text)).collect();
+    let labels: Vec<usize> = rows.iter().map(|r| r.label).collect();
+    class_metrics(&labels, &logits)
 }

@@ -16,6 +16,7 @@ mod cmd_summarize;
 mod cmd_train_classifier;
 mod generation_args;
 mod prompt;
+mod shipped;
 
 use std::process::ExitCode;
 
