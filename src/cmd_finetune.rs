@@ -99,6 +99,11 @@ pub struct FinetuneArgs {
     /// less padding, the same examples per epoch.
     #[arg(long)]
     pub group_by_length: bool,
+    /// Also train on a span-corrupted copy of every training dialogue (T5's pre-training
+    /// objective: spans replaced by <extra_id_N> sentinels, the target restores them), which
+    /// makes a model trained from scratch read its source.
+    #[arg(long)]
+    pub denoise: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
@@ -145,6 +150,7 @@ impl FinetuneArgs {
             seed: self.seed,
             template,
             group_by_length: self.group_by_length,
+            denoise: self.denoise,
         })
     }
 }

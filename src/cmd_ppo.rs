@@ -148,9 +148,15 @@ impl AutodiffJob for Ppo {
             bail!("{}: no such dataset file", a.inputs.dataset.display());
         }
         let run = LabRun {
-            model: crate::shipped::model_or_shipped(a.inputs.model.as_deref(), crate::shipped::SUMMARIZER)?,
+            model: crate::shipped::model_or_shipped(
+                a.inputs.model.as_deref(),
+                crate::shipped::SUMMARIZER,
+            )?,
             adapter: a.adapter.clone(),
-            reward_model: crate::shipped::model_or_shipped(a.inputs.reward_model.as_deref(), crate::shipped::CLASSIFIER)?,
+            reward_model: crate::shipped::model_or_shipped(
+                a.inputs.reward_model.as_deref(),
+                crate::shipped::CLASSIFIER,
+            )?,
             dataset: a.inputs.dataset.clone(),
             out: a.out.clone(),
             start: match (a.resume, a.overwrite) {
@@ -219,9 +225,15 @@ impl Job for Toxicity {
             c.toxicity.samples = n;
         }
         let t = toxicity_of::<B>(
-            &crate::shipped::model_or_shipped(a.inputs.model.as_deref(), crate::shipped::SUMMARIZER)?,
+            &crate::shipped::model_or_shipped(
+                a.inputs.model.as_deref(),
+                crate::shipped::SUMMARIZER,
+            )?,
             a.adapter.as_deref(),
-            &crate::shipped::model_or_shipped(a.inputs.reward_model.as_deref(), crate::shipped::CLASSIFIER)?,
+            &crate::shipped::model_or_shipped(
+                a.inputs.reward_model.as_deref(),
+                crate::shipped::CLASSIFIER,
+            )?,
             &a.inputs.dataset,
             &c.data,
             &c.toxicity,

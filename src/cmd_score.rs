@@ -33,7 +33,8 @@ impl Job for Score {
         if let Some(i) = args.texts.iter().position(|t| t.trim().is_empty()) {
             bail!("--text number {} is empty", i + 1);
         }
-        let dir = crate::shipped::model_or_shipped(args.model.as_deref(), crate::shipped::CLASSIFIER)?;
+        let dir =
+            crate::shipped::model_or_shipped(args.model.as_deref(), crate::shipped::CLASSIFIER)?;
         // all texts in one forward pass
         let classifier = Classifier::<B>::load(&dir, args.texts.len(), &device)?;
         let labels = classifier.labels();

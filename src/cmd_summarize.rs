@@ -105,7 +105,8 @@ impl Job for Summarize {
         if prompt.trim().is_empty() {
             bail!("the prompt is empty");
         }
-        let dir = crate::shipped::model_or_shipped(args.model.as_deref(), crate::shipped::SUMMARIZER)?;
+        let dir =
+            crate::shipped::model_or_shipped(args.model.as_deref(), crate::shipped::SUMMARIZER)?;
         let file = GenerationFile::from_model_dir(&dir).map_err(anyhow::Error::msg)?;
         let mut model = detox_hub::load_t5::<B>(&dir, &device)?;
         if let Some(adapter) = &args.adapter {

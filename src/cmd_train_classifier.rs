@@ -189,7 +189,13 @@ impl AutodiffJob for TrainClassifier {
                 let Some(rows) = rows else {
                     return Ok(serde_json::Value::Null);
                 };
-                let model = evaluate_dir::<B::InnerBackend>(&dir, rows, args.batch_size, args.max_len, &inner)?;
+                let model = evaluate_dir::<B::InnerBackend>(
+                    &dir,
+                    rows,
+                    args.batch_size,
+                    args.max_len,
+                    &inner,
+                )?;
                 Ok(serde_json::json!({
                     "rows": rows.len(),
                     "model": model,
@@ -204,7 +210,10 @@ impl AutodiffJob for TrainClassifier {
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(());
         }
-        let out = args.out.clone().expect("clap requires --out unless --eval-only");
+        let out = args
+            .out
+            .clone()
+            .expect("clap requires --out unless --eval-only");
         let start = match args.resume.clone() {
             Some(Some(d)) => Start::Resume(Resume::Dir(d)),
             Some(None) => Start::Resume(Resume::Latest),
@@ -317,7 +326,11 @@ fn naive_bayes(
     rows: &[LabeledText],
     num_labels: usize,
 ) -> detox_train::classify_metrics::ClassMetrics {
-    let nb = NaiveBayes::fit(train.iter().map(|r| (r.text.as_str(), r.label)), num_labels, 1.0);
+    let nb = NaiveBayes::fit(
+        train.iter().map(|r| (r.text.as_str(), r.label)),
+        num_labels,
+        1.0,
+    );
     let logits: Vec<Vec<f32>> = rows.iter().map(|r| nb.log_scores(&r.text)).collect();
     let labels: Vec<usize> = rows.iter().map(|r| r.label).collect();
     class_metrics(&labels, &logits)

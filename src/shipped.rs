@@ -33,7 +33,11 @@ pub fn candidates(name: &str) -> Vec<PathBuf> {
         out.push(exe_dir.join("models").join(name));
         out.push(exe_dir.join("../share/detox/models").join(name));
     }
-    out.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(name));
+    out.push(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name),
+    );
     out
 }
 
@@ -68,6 +72,9 @@ mod tests {
         let c = candidates("nope");
         assert!(c.last().unwrap().ends_with("models/nope"));
         let e = shipped("no-such-model").unwrap_err().to_string();
-        assert!(e.contains("no-such-model") && e.contains("DETOX_MODELS"), "{e}");
+        assert!(
+            e.contains("no-such-model") && e.contains("DETOX_MODELS"),
+            "{e}"
+        );
     }
 }

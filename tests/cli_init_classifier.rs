@@ -351,3 +351,75 @@ fn a_few_steps_on_200_real_tweets_lower_the_loss() {
     assert!(losses[5] < losses[0], "{losses:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `finetune --denoise` on a T5 made by `detox init` with the real T5 tokenizer: each training
+/// dialogue gets a span-corrupted copy (twice the examples), and the run trains; a tokenizer
+/// without T5's sentinels is refused by name.
+#[test]
+fn finetune_denoise_adds_a_corrupted_copy_of_each_dialogue() {
+    let dir = scratch_dir("detox-denoise", "run");
+    let data = common::synthetic_data(&dir, 12);
+    // Without sentinel tokens (the tiny fixture's 300-token vocabulary): a clear error.
+    let e = stderr_of(&[
+        "finetune",
+        "--model",
+        &arg(&fixtures().join("t5-tiny")),
+        "--mode",
+        "full",
+        "--train",
+        &arg(&data),
+        "--out",
+        &arg(&dir.join("a")),
+        "--max-steps",
+        "1",
+        "--denoise",
+    ]);
+    assert!(e.contains("<extra_id_0>"), "{e}");
+    let Some(shared) = shared("tokenizers/t5/tokenizer.json") else {
+        return;
+    };
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("t5-tiny/config.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["vocab_size"] = 32128.into();
+    let cfg_path = dir.join("config.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let model = dir.join("fresh");
+    run_ok(&[
+        "init",
+        "--config",
+        &arg(&cfg_path),
+        "--tokenizer",
+        &arg(&shared.join("tokenizers/t5")),
+        "--out",
+        &arg(&model),
+    ]);
+    let out = detox(&[
+        "finetune",
+        "--model",
+        &arg(&model),
+        "--mode",
+        "full",
+        "--train",
+        &arg(&data),
+        "--out",
+        &arg(&dir.join("b")),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--denoise",
+        "--group-by-length",
+        "--log-every",
+        "1",
+        "--json",
+    ]);
+    let stdout = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("on 24 examples"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["steps"], 3);
+    assert_eq!(metrics_losses(&dir.join("b")).len(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -19,13 +19,21 @@ fn summarize_and_score_use_the_shipped_models_from_any_directory() {
     let cwd = common::scratch_dir("detox-shipped", "cwd");
     let out = detox_in(
         &cwd,
-        &["summarize", "--dialogue", "#Person1#: Shall we meet at noon?\n#Person2#: Yes, at the cafe.", "--json"],
+        &[
+            "summarize",
+            "--dialogue",
+            "#Person1#: Shall we meet at noon?\n#Person2#: Yes, at the cafe.",
+            "--json",
+        ],
     );
     let stdout = common::ok(&out);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert!(!v["text"].as_str().unwrap().trim().is_empty(), "{stdout}");
 
-    let out = detox_in(&cwd, &["score", "--text", "you are a wonderful person", "--json"]);
+    let out = detox_in(
+        &cwd,
+        &["score", "--text", "you are a wonderful person", "--json"],
+    );
     let stdout = common::ok(&out);
     let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     let text = v.to_string();
@@ -38,7 +46,10 @@ fn summarize_and_score_use_the_shipped_models_from_any_directory() {
         .env("DETOX_MODELS", &cwd)
         .output()
         .unwrap();
-    assert!(out.status.success(), "falls through to the built-in location");
+    assert!(
+        out.status.success(),
+        "falls through to the built-in location"
+    );
     std::fs::remove_dir_all(&cwd).ok();
 }
 
@@ -48,7 +59,12 @@ fn the_shipped_models_are_small_and_carry_their_cards() {
     let mut total = 0u64;
     for name in ["dialogsum-t5", "toxicity-roberta"] {
         let dir = root.join(name);
-        for f in ["config.json", "model.safetensors", "tokenizer.json", "README.md"] {
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "README.md",
+        ] {
             assert!(dir.join(f).is_file(), "{name}/{f}");
         }
         for e in std::fs::read_dir(&dir).unwrap() {

@@ -163,6 +163,11 @@ impl TextTokenizer {
             })
     }
 
+    /// The id of the token spelled `token` (special tokens included), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

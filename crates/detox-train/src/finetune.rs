@@ -137,6 +137,10 @@ pub struct FinetuneConfig {
     /// Batch examples of similar source length together (transformers' `group_by_length`).
     #[serde(default)]
     pub group_by_length: bool,
+    /// Also train on one span-corrupted copy of every training dialogue (T5's pre-training
+    /// objective, [`crate::denoise`]): for models trained from scratch.
+    #[serde(default)]
+    pub denoise: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -160,6 +164,7 @@ impl Default for FinetuneConfig {
             seed: 42,
             template: PromptTemplate::default(),
             group_by_length: false,
+            denoise: false,
         }
     }
 }
@@ -761,7 +766,15 @@ fn tokenize(
         cfg.max_source_len,
         cfg.max_target_len,
     )?;
-    let train_tok = encoder.encode_all(train)?;
+    let mut train_tok = encoder.encode_all(train)?;
+    if cfg.denoise {
+        train_tok.extend(denoising_examples(
+            &encoder,
+            train,
+            cfg,
+            config.eos_token_id,
+        )?);
+    }
     let eval_tok = eval.map(|e| encoder.encode_all(e)).transpose()?;
     if train_tok.is_empty() {
         return Err(TrainError::Config("no training examples".into()));
@@ -771,6 +784,37 @@ fn tokenize(
         train: train_tok,
         eval: eval_tok,
     })
+}
+
+/// One span-corrupted copy of each training dialogue (its own tokens, no template), seeded by
+/// the run's seed and the example's index: the same on every resume.
+fn denoising_examples(
+    encoder: &Encoder,
+    train: &[Example],
+    cfg: &FinetuneConfig,
+    eos: u32,
+) -> Result<Vec<Tokenized>, TrainError> {
+    let tok = encoder.tokenizer();
+    let sentinel = tok.token_id("<extra_id_0>").ok_or_else(|| {
+        TrainError::Config(
+            "--denoise needs T5's sentinel tokens (<extra_id_0>, ...) in the tokenizer".into(),
+        )
+    })?;
+    train
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut ids = tok.encode(&e.dialogue)?;
+            if ids.last() == Some(&eos) {
+                ids.pop();
+            }
+            ids.truncate(cfg.max_source_len - 1);
+            let mut rng = crate::denoise::example_rng(cfg.seed, i);
+            let mut ex = crate::denoise::span_corrupt(&ids, 0.15, 3.0, sentinel, eos, &mut rng);
+            ex.labels = encoder.truncate(ex.labels, cfg.max_target_len);
+            Ok(ex)
+        })
+        .collect()
 }
 
 /// The checkpoint a `--resume` run continues from (`None` for a run that starts afresh).
@@ -798,9 +842,10 @@ fn check_resumed_state(state: &TrainerState, cfg: &FinetuneConfig) -> Result<(),
     if state.config.batch_size != cfg.batch_size
         || state.config.seed != cfg.seed
         || state.config.group_by_length != cfg.group_by_length
+        || state.config.denoise != cfg.denoise
     {
         eprintln!(
-            "warning: resuming with a different --batch-size, --seed or --group-by-length than the checkpoint's: the data order changes"
+            "warning: resuming with a different --batch-size, --seed, --group-by-length or --denoise than the checkpoint's: the data order changes"
         );
     }
     Ok(())

@@ -13,6 +13,7 @@ pub mod classify_data;
 pub mod classify_metrics;
 pub mod clip;
 pub mod data;
+pub mod denoise;
 pub mod finetune;
 pub mod interrupt;
 pub mod loss;
