@@ -133,14 +133,7 @@ impl TrainClassifierArgs {
     }
 
     /// `(train, validation, test)` rows.
-    fn data(
-        &self,
-        labels: &[String],
-    ) -> Result<(
-        Vec<LabeledText>,
-        Option<Vec<LabeledText>>,
-        Option<Vec<LabeledText>>,
-    )> {
+    fn data(&self, labels: &[String]) -> Result<Splits> {
         let columns = Columns {
             text: self.text_column.clone(),
             label: self.label_column.clone(),
@@ -169,6 +162,13 @@ impl TrainClassifierArgs {
         Ok((train, eval, test))
     }
 }
+
+/// Training rows, and the validation and test rows when there are any.
+type Splits = (
+    Vec<LabeledText>,
+    Option<Vec<LabeledText>>,
+    Option<Vec<LabeledText>>,
+);
 
 pub struct TrainClassifier(pub TrainClassifierArgs);
 
