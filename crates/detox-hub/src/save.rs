@@ -84,21 +84,7 @@ pub fn write_t5_files<B: Backend>(
     } else {
         model
     };
-    let file = dir.join("model.safetensors");
-    let mut store = SafetensorsStore::from_file(&file)
-        .with_predicate(|path, _| !path.contains(".lora_"))
-        .with_to_adapter(BurnToPyTorchAdapter.chain(LoraLinearLayout))
-        .remap(KeyRemapper::from_patterns(t5_name_map_to_hf().remap).expect("name-map regex"))
-        .clear_metadata()
-        .metadata("format", "pt");
-    model.save_into(&mut store).map_err(|e| HubError::Weights {
-        path: file.clone(),
-        msg: format!("cannot write weights: {e}"),
-    })?;
-    let cfg_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&t5_config_json(model)).expect("json");
-    std::fs::write(&cfg_path, text + "\n").map_err(|e| HubError::io(&cfg_path, e))?;
-    Ok(())
+    write_weights_and_config(model, dir, t5_name_map_to_hf(), &t5_config_json(model))
 }
 
 /// `config.json` of a RoBERTa sequence classifier as transformers writes it: every field of
@@ -152,11 +138,27 @@ pub fn write_roberta_files<B: Backend>(
     model: &RobertaForSequenceClassification<B>,
     dir: &Path,
 ) -> Result<(), HubError> {
+    write_weights_and_config(
+        model,
+        dir,
+        roberta_name_map_to_hf(),
+        &roberta_config_json(model),
+    )
+}
+
+/// `dir/model.safetensors` with transformers' names (`to_hf`) and PyTorch layouts, LoRA tensors
+/// left out, `format: pt` metadata; and `dir/config.json`.
+fn write_weights_and_config<B: Backend, M: ModuleSnapshot<B>>(
+    model: &M,
+    dir: &Path,
+    to_hf: crate::weights::NameMap,
+    config: &serde_json::Value,
+) -> Result<(), HubError> {
     let file = dir.join("model.safetensors");
     let mut store = SafetensorsStore::from_file(&file)
         .with_predicate(|path, _| !path.contains(".lora_"))
         .with_to_adapter(BurnToPyTorchAdapter.chain(LoraLinearLayout))
-        .remap(KeyRemapper::from_patterns(roberta_name_map_to_hf().remap).expect("name-map regex"))
+        .remap(KeyRemapper::from_patterns(to_hf.remap).expect("name-map regex"))
         .clear_metadata()
         .metadata("format", "pt");
     model.save_into(&mut store).map_err(|e| HubError::Weights {
@@ -164,7 +166,7 @@ pub fn write_roberta_files<B: Backend>(
         msg: format!("cannot write weights: {e}"),
     })?;
     let cfg_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&roberta_config_json(model)).expect("json");
+    let text = serde_json::to_string_pretty(config).expect("json");
     std::fs::write(&cfg_path, text + "\n").map_err(|e| HubError::io(&cfg_path, e))?;
     Ok(())
 }

@@ -225,3 +225,35 @@ mod tests {
         assert_ne!(stable_id("encoder.q.weight"), stable_id("encoder.v.weight"));
     }
 }
+
+/// What a training loop's trainer offers so that [`after_step`] can checkpoint it.
+pub trait Checkpointed {
+    /// Optimizer steps done.
+    fn steps_done(&self) -> usize;
+    /// Writes `checkpoint-{step}` now.
+    fn save_checkpoint_dir(&mut self) -> Result<PathBuf, TrainError>;
+    /// The checkpoint of the current step: the one already saved at it, else a new one.
+    fn checkpoint_of_step(&mut self) -> Result<PathBuf, TrainError>;
+}
+
+/// What the training loops (fine-tuning, the classifier) do after each step: a checkpoint every
+/// `save_every` steps, and when SIGINT/SIGTERM arrived before the last step, the current step's
+/// checkpoint and [`crate::interrupt::Interrupted`].
+pub fn after_step<T: Checkpointed>(
+    trainer: &mut T,
+    save_every: Option<usize>,
+    total: usize,
+    pb: &indicatif::ProgressBar,
+) -> Result<(), TrainError> {
+    let step = trainer.steps_done();
+    if save_every.is_some_and(|n| step % n == 0) {
+        let dir = trainer.save_checkpoint_dir()?;
+        pb.suspend(|| eprintln!("step {step}: saved {}", dir.display()));
+    }
+    if crate::interrupt::requested() && step < total {
+        pb.finish_and_clear();
+        let checkpoint = trainer.checkpoint_of_step()?;
+        return Err(crate::interrupt::Interrupted { step, checkpoint }.into());
+    }
+    Ok(())
+}

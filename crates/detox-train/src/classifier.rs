@@ -35,7 +35,6 @@ use crate::data::{BatchStream, StreamPosition};
 use crate::finetune::{
     apply_update, io_err, resume_checkpoint, step_seed, Duration, Start, TrainError,
 };
-use crate::interrupt::Interrupted;
 use crate::runlock::{open_run_dir, RunLock};
 use crate::runlog;
 use crate::schedule::LinearSchedule;
@@ -455,19 +454,7 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
                 (window_loss, window_steps, window_start, window_examples) =
                     (0.0, 0, Instant::now(), 0);
             }
-            if self.cfg.save_every.is_some_and(|n| self.step % n == 0) {
-                let dir = self.save_checkpoint()?;
-                pb.suspend(|| eprintln!("step {}: saved {}", self.step, dir.display()));
-            }
-            if crate::interrupt::requested() && self.step < total {
-                pb.finish_and_clear();
-                let checkpoint = self.checkpoint_now()?;
-                return Err(Interrupted {
-                    step: self.step,
-                    checkpoint,
-                }
-                .into());
-            }
+            crate::checkpoint::after_step(self, self.cfg.save_every, total, &pb)?;
         }
         pb.finish_and_clear();
         let last_checkpoint = self.checkpoint_now()?;
@@ -607,4 +594,18 @@ fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), TrainError> {
         }
     }
     Ok(())
+}
+
+impl<B: AutodiffBackend> crate::checkpoint::Checkpointed for ClassifierTrainer<B> {
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    fn save_checkpoint_dir(&mut self) -> Result<PathBuf, TrainError> {
+        self.save_checkpoint()
+    }
+
+    fn checkpoint_of_step(&mut self) -> Result<PathBuf, TrainError> {
+        self.checkpoint_now()
+    }
 }

@@ -617,19 +617,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             if let Some(e) = self.log_step(&s, tps, &mut window, &pb)? {
                 eval_loss = Some(e);
             }
-            if self.cfg.save_every.is_some_and(|n| self.step % n == 0) {
-                let dir = self.save_checkpoint()?;
-                pb.suspend(|| eprintln!("step {}: saved {}", self.step, dir.display()));
-            }
-            if crate::interrupt::requested() && self.step < total {
-                pb.finish_and_clear();
-                let checkpoint = self.checkpoint_now()?;
-                return Err(Interrupted {
-                    step: self.step,
-                    checkpoint,
-                }
-                .into());
-            }
+            crate::checkpoint::after_step(self, self.cfg.save_every, total, &pb)?;
         }
         pb.finish_and_clear();
         let last_checkpoint = self.checkpoint_now()?;
@@ -888,4 +876,18 @@ fn load_model<B: AutodiffBackend>(
 pub(crate) fn step_seed(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(step as u64 + 1)
+}
+
+impl<B: AutodiffBackend> crate::checkpoint::Checkpointed for Trainer<B> {
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    fn save_checkpoint_dir(&mut self) -> Result<PathBuf, TrainError> {
+        self.save_checkpoint()
+    }
+
+    fn checkpoint_of_step(&mut self) -> Result<PathBuf, TrainError> {
+        self.checkpoint_now()
+    }
 }
