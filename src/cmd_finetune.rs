@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use detox_models::lora::parameter_report;
 use detox_models::LoraConfig;
-use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, Resume, Start, Trainer};
+use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, Start, Trainer};
 
 use crate::backend::{AutodiffJob, DeviceArgs};
 
@@ -133,11 +133,7 @@ impl FinetuneArgs {
             lr: self.lr,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,
-            duration: match (self.max_steps, self.epochs) {
-                (Some(n), _) => Duration::MaxSteps(n),
-                (None, Some(e)) => Duration::Epochs(e),
-                (None, None) => Duration::Epochs(1.0),
-            },
+            duration: Duration::from_flags(self.max_steps, self.epochs),
             warmup_steps: self.warmup_steps,
             weight_decay: self.weight_decay,
             max_grad_norm: (self.max_grad_norm != 0.0).then_some(self.max_grad_norm),
@@ -170,12 +166,7 @@ impl AutodiffJob for Finetune {
             .as_ref()
             .map(|p| detox_train::read_jsonl(p, args.eval_limit))
             .transpose()?;
-        let start = match args.resume.clone() {
-            Some(Some(d)) => Start::Resume(Resume::Dir(d)),
-            Some(None) => Start::Resume(Resume::Latest),
-            None if args.overwrite => Start::Overwrite,
-            None => Start::New,
-        };
+        let start = Start::from_flags(args.resume.clone(), args.overwrite);
         let mut trainer = Trainer::<B>::new(
             &dir,
             &train,

@@ -9,16 +9,6 @@ use anyhow::{bail, Context, Result};
 use burn::backend::Flex;
 use detox_models::{RobertaConfig, T5Config};
 
-/// Tokenizer files copied into the new model directory when the tokenizer directory has them.
-const TOKENIZER_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "spiece.model",
-    "vocab.json",
-    "merges.txt",
-];
-
 #[derive(clap::Args, Debug, Clone)]
 pub struct InitArgs {
     /// A transformers `config.json` with `model_type` `t5` or `roberta` (a RoBERTa config is a
@@ -107,8 +97,9 @@ pub fn run(args: &InitArgs) -> Result<()> {
 /// replaces `out` only when complete.
 fn write(out: &Path, tokenizer: &Path, files: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     detox_hub::atomic::write_dir_atomic::<anyhow::Error>(out, |tmp| {
-        files(tmp)?;
-        copy_tokenizer(tokenizer, tmp)
+        // The tokenizer's files first, so that the model's own files win on a name clash.
+        detox_hub::copy_companion_files(tokenizer, tmp)?;
+        files(tmp)
     })
 }
 
@@ -135,18 +126,4 @@ fn write_generation_config(c: &T5Config, dir: &Path) -> Result<()> {
     let path = dir.join("generation_config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")
         .with_context(|| format!("{}: cannot write", path.display()))
-}
-
-fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
-    for name in TOKENIZER_FILES {
-        let src = from.join(name);
-        if src.is_file() {
-            let bytes =
-                std::fs::read(&src).with_context(|| format!("{}: cannot read", src.display()))?;
-            let dst = to.join(name);
-            std::fs::write(&dst, &bytes)
-                .with_context(|| format!("{}: cannot write", dst.display()))?;
-        }
-    }
-    Ok(())
 }

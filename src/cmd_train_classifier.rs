@@ -12,7 +12,7 @@ use detox_train::classifier::{evaluate_dir, BestMetric, ClassifierConfig, Classi
 use detox_train::classify_data::{read_labeled, split_by_position, Columns, LabelMap, LabeledText};
 use detox_train::classify_metrics::class_metrics;
 use detox_train::naive_bayes::NaiveBayes;
-use detox_train::{Duration, Resume, Start};
+use detox_train::{Duration, Start};
 
 use crate::backend::{AutodiffJob, DeviceArgs};
 
@@ -110,11 +110,7 @@ impl TrainClassifierArgs {
         ClassifierConfig {
             lr: self.lr,
             batch_size: self.batch_size,
-            duration: match (self.max_steps, self.epochs) {
-                (Some(n), _) => Duration::MaxSteps(n),
-                (None, Some(e)) => Duration::Epochs(e),
-                (None, None) => Duration::Epochs(1.0),
-            },
+            duration: Duration::from_flags(self.max_steps, self.epochs),
             warmup_steps: self.warmup_steps,
             weight_decay: self.weight_decay,
             max_grad_norm: (self.max_grad_norm != 0.0).then_some(self.max_grad_norm),
@@ -214,12 +210,7 @@ impl AutodiffJob for TrainClassifier {
             .out
             .clone()
             .expect("clap requires --out unless --eval-only");
-        let start = match args.resume.clone() {
-            Some(Some(d)) => Start::Resume(Resume::Dir(d)),
-            Some(None) => Start::Resume(Resume::Latest),
-            None if args.overwrite => Start::Overwrite,
-            None => Start::New,
-        };
+        let start = Start::from_flags(args.resume.clone(), args.overwrite);
         let mut trainer = ClassifierTrainer::<B>::new(
             &dir,
             &train,

@@ -175,15 +175,7 @@ fn synthetic_csv(dir: &Path, n: usize) -> std::path::PathBuf {
 }
 
 fn metrics_losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
+    common::jsonl_column(&out.join("metrics.jsonl"), "loss")
 }
 
 #[test]
@@ -258,15 +250,7 @@ fn train_classifier_learns_keeps_the_best_and_reports_test_beside_naive_bayes() 
     args.extend(["--max-steps", "12", "--resume"]);
     let s = ok(&detox(&args));
     assert!(s.contains("loss"), "{s}");
-    let steps: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let steps: Vec<u64> = common::jsonl_column(&out.join("metrics.jsonl"), "step");
     assert_eq!(steps, vec![2, 4, 6, 8, 10, 12]);
     assert!(out.join("checkpoint-12").is_dir());
 

@@ -542,15 +542,7 @@ fn sigterm_stops_finetune_after_a_step_with_a_checkpoint_that_resumes() {
     assert_eq!(temporaries(&out), Vec::<String>::new());
     let more = (step + 2).to_string();
     ok(&run(&args, &["--max-steps", &more, "--resume"]));
-    let steps: Vec<u64> = std::fs::read_to_string(&metrics)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let steps: Vec<u64> = common::jsonl_column(&metrics, "step");
     assert_eq!(steps, (1..=step as u64 + 2).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);
 }

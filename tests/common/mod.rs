@@ -208,3 +208,15 @@ pub fn synthetic_data(dir: &std::path::Path, n: usize) -> PathBuf {
     }
     file
 }
+
+/// Field `key` of every line of the JSONL file `path` (a metrics or stats file), as `T`.
+pub fn jsonl_column<T: serde::de::DeserializeOwned>(path: &std::path::Path, key: &str) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::from_value(row[key].clone()).unwrap()
+        })
+        .collect()
+}

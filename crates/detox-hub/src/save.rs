@@ -28,6 +28,8 @@ pub const COMPANION_FILES: &[&str] = &[
     "tokenizer_config.json",
     "special_tokens_map.json",
     "spiece.model",
+    "vocab.json",
+    "merges.txt",
     "generation_config.json",
 ];
 

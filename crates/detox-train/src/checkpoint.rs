@@ -226,16 +226,58 @@ mod tests {
     }
 }
 
+/// The run's newest checkpoint on disk: the step it holds and where it is.
+#[derive(Debug, Clone, Default)]
+pub struct LastSave {
+    step: Option<usize>,
+    /// Set when that checkpoint is the one the run resumed from (it may lie outside `out`).
+    resumed_dir: Option<PathBuf>,
+}
+
+impl LastSave {
+    /// A run resumed from `dir`, which holds step `step`.
+    pub fn resumed(dir: PathBuf, step: usize) -> Self {
+        Self {
+            step: Some(step),
+            resumed_dir: Some(dir),
+        }
+    }
+
+    /// This process just wrote `checkpoint-{step}`.
+    pub fn saved(&mut self, step: usize) {
+        *self = Self {
+            step: Some(step),
+            resumed_dir: None,
+        };
+    }
+
+    /// The checkpoint holding `step` if one is already on disk: the resumed one, or
+    /// `out/checkpoint-{step}`.
+    pub fn holding(&self, out: &Path, step: usize) -> Option<PathBuf> {
+        (self.step == Some(step)).then(|| {
+            self.resumed_dir
+                .clone()
+                .unwrap_or_else(|| checkpoint_dir(out, step))
+        })
+    }
+}
+
 /// What a training loop's trainer offers so that [`after_step`] can checkpoint it.
 pub trait Checkpointed {
     /// Optimizer steps done.
     fn steps_done(&self) -> usize;
     /// Writes `checkpoint-{step}` now.
     fn save_checkpoint_dir(&mut self) -> Result<PathBuf, TrainError>;
-    /// The checkpoint of the current step: the one already saved at it, else a new one.
-    fn checkpoint_of_step(&mut self) -> Result<PathBuf, TrainError>;
+    /// The checkpoint of the current step if one is already on disk ([`LastSave::holding`]).
+    fn saved_checkpoint(&self) -> Option<PathBuf>;
+    /// The checkpoint of the current step: the one already on disk, else a new one.
+    fn checkpoint_of_step(&mut self) -> Result<PathBuf, TrainError> {
+        match self.saved_checkpoint() {
+            Some(dir) => Ok(dir),
+            None => self.save_checkpoint_dir(),
+        }
+    }
 }
-
 /// What the training loops (fine-tuning, the classifier) do after each step: a checkpoint every
 /// `save_every` steps, and when SIGINT/SIGTERM arrived before the last step, the current step's
 /// checkpoint and [`crate::interrupt::Interrupted`].

@@ -26,8 +26,8 @@ use detox_models::RobertaForSequenceClassification;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
-    checkpoint_dir, load_optimizer, save_optimizer, write_json_pretty, OPTIMIZER_FILE,
-    TRAINER_STATE_FILE,
+    checkpoint_dir, load_optimizer, save_optimizer, write_json_pretty, Checkpointed, LastSave,
+    OPTIMIZER_FILE, TRAINER_STATE_FILE,
 };
 use crate::classify_data::LabeledText;
 use crate::classify_metrics::{class_metrics, ClassMetrics};
@@ -127,12 +127,7 @@ impl ClassifierConfig {
     }
 
     fn total_steps(&self, n_train: usize) -> usize {
-        match self.duration {
-            Duration::MaxSteps(n) => n,
-            Duration::Epochs(e) => {
-                ((n_train.div_ceil(self.batch_size) as f64 * e).ceil() as usize).max(1)
-            }
-        }
+        self.duration.total_steps(n_train, self.batch_size, 1)
     }
 }
 
@@ -207,7 +202,7 @@ pub struct ClassifierTrainer<B: AutodiffBackend> {
     out: PathBuf,
     device: B::Device,
     best: Option<Best>,
-    last_saved: Option<usize>,
+    last_save: LastSave,
     resumed_from: Option<PathBuf>,
     _lock: RunLock,
 }
@@ -275,7 +270,10 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
             stream: BatchStream::at(train.len(), cfg.batch_size, cfg.seed, pos),
             step: state.as_ref().map_or(0, |s| s.step),
             best: state.as_ref().and_then(|s| s.best),
-            last_saved: state.as_ref().map(|s| s.step),
+            last_save: checkpoint
+                .clone()
+                .zip(state.as_ref().map(|s| s.step))
+                .map_or_else(LastSave::default, |(d, s)| LastSave::resumed(d, s)),
             train,
             eval,
             pad,
@@ -345,7 +343,8 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
     /// Writes the model directory (config, weights, tokenizer) into the existing `dir`.
     fn write_model(&self, dir: &Path) -> Result<(), TrainError> {
         detox_hub::save::write_roberta_files(&self.model().valid(), dir)?;
-        copy_tokenizer(&self.model_dir, dir)
+        detox_hub::copy_companion_files(&self.model_dir, dir)?;
+        Ok(())
     }
 
     /// Writes `checkpoint-{step}` atomically.
@@ -368,7 +367,7 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
             let path = tmp.join(TRAINER_STATE_FILE);
             write_json_pretty(&path, &state).map_err(io_err(&path))
         })?;
-        self.last_saved = Some(self.step);
+        self.last_save.saved(self.step);
         Ok(dir)
     }
 
@@ -457,7 +456,7 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
             crate::checkpoint::after_step(self, self.cfg.save_every, total, &pb)?;
         }
         pb.finish_and_clear();
-        let last_checkpoint = self.checkpoint_now()?;
+        let last_checkpoint = self.checkpoint_of_step()?;
         let final_dir = self.out.join("final");
         write_dir_atomic(&final_dir, |tmp| self.write_model(tmp))?;
         Ok(ClassifierSummary {
@@ -468,18 +467,6 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
             final_dir,
             last_checkpoint,
         })
-    }
-
-    fn checkpoint_now(&mut self) -> Result<PathBuf, TrainError> {
-        if self.last_saved == Some(self.step) {
-            if let Some(d) = &self.resumed_from {
-                if d.file_name() == checkpoint_dir(&self.out, self.step).file_name() {
-                    return Ok(d.clone());
-                }
-            }
-            return Ok(checkpoint_dir(&self.out, self.step));
-        }
-        self.save_checkpoint()
     }
 }
 
@@ -522,20 +509,25 @@ fn evaluate_encoded<B: Backend>(
         logits.extend(out.chunks(k).map(<[f32]>::to_vec));
     }
     let labels: Vec<usize> = rows.iter().map(|r| r.label).collect();
+    scored(&labels, &logits)
+}
+
+/// Mean cross-entropy and the metrics of `logits` against `labels`.
+fn scored(labels: &[usize], logits: &[Vec<f32>]) -> EvalResult {
     let loss = logits
         .iter()
-        .zip(&labels)
+        .zip(labels)
         .map(|(l, &y)| -crate::classify_metrics::softmax(l)[y].max(1e-300).ln())
         .sum::<f64>()
-        / rows.len().max(1) as f64;
+        / labels.len().max(1) as f64;
     EvalResult {
         loss,
-        metrics: class_metrics(&labels, &logits),
+        metrics: class_metrics(labels, logits),
     }
 }
 
-/// Logits of `texts` by the classifier in `dir` and its metrics against `rows`' labels: how a
-/// finished run is scored on a held-out set.
+/// The classifier in `dir` ([`detox_hub::Classifier`], inputs cut at `max_len` tokens as in
+/// training) scored against `rows`' labels: how a finished run is measured on a held-out set.
 pub fn evaluate_dir<B: Backend>(
     dir: &Path,
     rows: &[LabeledText],
@@ -543,31 +535,13 @@ pub fn evaluate_dir<B: Backend>(
     max_len: usize,
     device: &B::Device,
 ) -> Result<EvalResult, TrainError> {
-    let model = detox_hub::load_roberta::<B>(dir, device)?;
-    let c = &model.config;
-    let mut tok = TextTokenizer::from_dir(
-        dir,
-        c.pad_token_id,
-        max_len.min(c.max_input_len()),
-        c.vocab_size,
-    )?;
-    tok.warn_truncation = false;
-    let enc = rows
-        .iter()
-        .map(|r| {
-            Ok(Encoded {
-                ids: tok.encode(&r.text)?,
-                label: r.label,
-            })
-        })
-        .collect::<Result<Vec<_>, TrainError>>()?;
-    Ok(evaluate_encoded(
-        &model,
-        &enc,
-        batch_size,
-        c.pad_token_id,
-        device,
-    ))
+    let mut classifier = detox_hub::Classifier::<B>::load(dir, batch_size, device)?;
+    classifier.tokenizer.max_len = classifier.tokenizer.max_len.min(max_len);
+    classifier.tokenizer.warn_truncation = false;
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let logits = classifier.logits(&texts)?;
+    let labels: Vec<usize> = rows.iter().map(|r| r.label).collect();
+    Ok(scored(&labels, &logits))
 }
 
 fn read_state(dir: &Path) -> Result<ClassifierState, TrainError> {
@@ -579,24 +553,7 @@ fn read_state(dir: &Path) -> Result<ClassifierState, TrainError> {
     })
 }
 
-/// Copies the tokenizer files a classifier directory carries.
-fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), TrainError> {
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
-        let src = from.join(name);
-        if src.is_file() {
-            let bytes = std::fs::read(&src).map_err(io_err(&src))?;
-            let dst = to.join(name);
-            std::fs::write(&dst, bytes).map_err(io_err(&dst))?;
-        }
-    }
-    Ok(())
-}
-
-impl<B: AutodiffBackend> crate::checkpoint::Checkpointed for ClassifierTrainer<B> {
+impl<B: AutodiffBackend> Checkpointed for ClassifierTrainer<B> {
     fn steps_done(&self) -> usize {
         self.step
     }
@@ -605,7 +562,7 @@ impl<B: AutodiffBackend> crate::checkpoint::Checkpointed for ClassifierTrainer<B
         self.save_checkpoint()
     }
 
-    fn checkpoint_of_step(&mut self) -> Result<PathBuf, TrainError> {
-        self.checkpoint_now()
+    fn saved_checkpoint(&self) -> Option<PathBuf> {
+        self.last_save.holding(&self.out, self.step)
     }
 }

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
     checkpoint_dir, latest_checkpoint, load_optimizer, read_trainer_state, save_optimizer,
-    write_trainer_state, TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE,
+    write_trainer_state, Checkpointed, LastSave, TrainerState, OPTIMIZER_FILE, TRAINER_STATE_FILE,
 };
 use crate::clip::{clip_grad_norm, grad_norm};
 use crate::data::{Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, Tokenized};
@@ -109,6 +109,29 @@ pub enum Mode {
 pub enum Duration {
     MaxSteps(usize),
     Epochs(f64),
+}
+
+impl Duration {
+    /// From `--max-steps` / `--epochs`: the steps when given, else the epochs, else one epoch.
+    pub fn from_flags(max_steps: Option<usize>, epochs: Option<f64>) -> Self {
+        match (max_steps, epochs) {
+            (Some(n), _) => Duration::MaxSteps(n),
+            (None, Some(e)) => Duration::Epochs(e),
+            (None, None) => Duration::Epochs(1.0),
+        }
+    }
+
+    /// Optimizer steps for `n_train` examples in batches of `batch_size`, `grad_accum`
+    /// batches per step (a partial last batch counts).
+    pub fn total_steps(self, n_train: usize, batch_size: usize, grad_accum: usize) -> usize {
+        match self {
+            Duration::MaxSteps(n) => n,
+            Duration::Epochs(e) => {
+                let batches = n_train.div_ceil(batch_size) as f64 * e;
+                ((batches / grad_accum as f64).ceil() as usize).max(1)
+            }
+        }
+    }
 }
 
 /// The run's settings (transformers' `Seq2SeqTrainingArguments` that detox supports).
@@ -217,13 +240,8 @@ impl FinetuneConfig {
 
     /// Optimizer steps of the run for `n_train` examples.
     pub fn total_steps(&self, n_train: usize) -> usize {
-        match self.duration {
-            Duration::MaxSteps(n) => n,
-            Duration::Epochs(e) => {
-                let batches = n_train.div_ceil(self.batch_size) as f64 * e;
-                ((batches / self.grad_accum as f64).ceil() as usize).max(1)
-            }
-        }
+        self.duration
+            .total_steps(n_train, self.batch_size, self.grad_accum)
     }
 }
 
@@ -314,6 +332,16 @@ pub enum Start {
 }
 
 impl Start {
+    /// From `--resume [CHECKPOINT]` and `--overwrite` (which clap keeps apart).
+    pub fn from_flags(resume: Option<Option<PathBuf>>, overwrite: bool) -> Self {
+        match resume {
+            Some(Some(dir)) => Start::Resume(Resume::Dir(dir)),
+            Some(None) => Start::Resume(Resume::Latest),
+            None if overwrite => Start::Overwrite,
+            None => Start::New,
+        }
+    }
+
     pub(crate) fn run_start(&self) -> RunStart {
         match self {
             Start::New => RunStart::New,
@@ -349,9 +377,7 @@ pub struct Trainer<B: AutodiffBackend> {
     model_dir: PathBuf,
     out: PathBuf,
     device: B::Device,
-    last_saved: Option<usize>,
-    /// Whether `last_saved` was written by this process (else it is the resumed checkpoint).
-    last_saved_here: bool,
+    last_save: LastSave,
     resumed_from: Option<PathBuf>,
     /// The output directory's lock, held for the trainer's life.
     _lock: RunLock,
@@ -413,8 +439,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             model_dir: model_dir.to_path_buf(),
             out: out.to_path_buf(),
             device: device.clone(),
-            last_saved: state.as_ref().map(|s| s.step),
-            last_saved_here: false,
+            last_save: checkpoint
+                .clone()
+                .zip(state.as_ref().map(|s| s.step))
+                .map_or_else(LastSave::default, |(d, s)| LastSave::resumed(d, s)),
             resumed_from: checkpoint,
             lora,
             cfg,
@@ -559,21 +587,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             };
             write_trainer_state(tmp, &state)
         })?;
-        self.last_saved = Some(self.step);
-        self.last_saved_here = true;
+        self.last_save.saved(self.step);
         Ok(dir)
-    }
-
-    /// The checkpoint of the current step: the one saved at this step (here or by the run this
-    /// one resumed), else a new one.
-    fn checkpoint_now(&mut self) -> Result<PathBuf, TrainError> {
-        if self.last_saved != Some(self.step) {
-            return self.save_checkpoint();
-        }
-        Ok(match (&self.resumed_from, self.last_saved_here) {
-            (Some(d), false) => d.clone(),
-            _ => checkpoint_dir(&self.out, self.step),
-        })
     }
 
     /// Writes the model alone to `dir`, atomically (a peft adapter dir, or a transformers model
@@ -620,7 +635,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             crate::checkpoint::after_step(self, self.cfg.save_every, total, &pb)?;
         }
         pb.finish_and_clear();
-        let last_checkpoint = self.checkpoint_now()?;
+        let last_checkpoint = self.checkpoint_of_step()?;
         let final_dir = self.out.join("final");
         self.save_model(&final_dir)?;
         Ok(RunSummary {
@@ -878,7 +893,7 @@ pub(crate) fn step_seed(seed: u64, step: usize) -> u64 {
         .wrapping_add(step as u64 + 1)
 }
 
-impl<B: AutodiffBackend> crate::checkpoint::Checkpointed for Trainer<B> {
+impl<B: AutodiffBackend> Checkpointed for Trainer<B> {
     fn steps_done(&self) -> usize {
         self.step
     }
@@ -887,7 +902,7 @@ impl<B: AutodiffBackend> crate::checkpoint::Checkpointed for Trainer<B> {
         self.save_checkpoint()
     }
 
-    fn checkpoint_of_step(&mut self) -> Result<PathBuf, TrainError> {
-        self.checkpoint_now()
+    fn saved_checkpoint(&self) -> Option<PathBuf> {
+        self.last_save.holding(&self.out, self.step)
     }
 }
