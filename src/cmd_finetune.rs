@@ -104,6 +104,11 @@ pub struct FinetuneArgs {
     /// makes a model trained from scratch read its source.
     #[arg(long)]
     pub denoise: bool,
+    /// Also train on copying the first N tokens of every training dialogue (source and target:
+    /// those N tokens, no template), which makes cross-attention align with the source early in
+    /// a model trained from scratch. 0: off.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub copy_prefix: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
@@ -147,6 +152,7 @@ impl FinetuneArgs {
             template,
             group_by_length: self.group_by_length,
             denoise: self.denoise,
+            copy_prefix: self.copy_prefix,
         })
     }
 }

@@ -407,3 +407,38 @@ fn finetune_denoise_adds_a_corrupted_copy_of_each_dialogue() {
     assert_eq!(metrics_losses(&dir.join("b")).len(), 3);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `finetune --copy-prefix N`: each training dialogue also becomes a copy example (twice the
+/// examples; with `--denoise` three times), and the run trains.
+#[test]
+fn finetune_copy_prefix_adds_a_copy_example_per_dialogue() {
+    let dir = scratch_dir("detox-copy-prefix", "run");
+    let data = common::synthetic_data(&dir, 12);
+    let out = detox(&[
+        "finetune",
+        "--model",
+        &arg(&fixtures().join("t5-tiny")),
+        "--mode",
+        "full",
+        "--train",
+        &arg(&data),
+        "--out",
+        &arg(&dir.join("a")),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--copy-prefix",
+        "16",
+        "--log-every",
+        "1",
+        "--json",
+    ]);
+    let stdout = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("on 24 examples"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["steps"], 3);
+    assert_eq!(metrics_losses(&dir.join("a")).len(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -164,6 +164,10 @@ pub struct FinetuneConfig {
     /// objective, [`crate::denoise`]): for models trained from scratch.
     #[serde(default)]
     pub denoise: bool,
+    /// Also train on copying the first N tokens of every training dialogue (source and target:
+    /// those tokens, [`crate::copy_task`]): 0 for none.
+    #[serde(default)]
+    pub copy_prefix: usize,
 }
 
 impl Default for FinetuneConfig {
@@ -188,6 +192,7 @@ impl Default for FinetuneConfig {
             template: PromptTemplate::default(),
             group_by_length: false,
             denoise: false,
+            copy_prefix: 0,
         }
     }
 }
@@ -778,6 +783,18 @@ fn tokenize(
             config.eos_token_id,
         )?);
     }
+    if cfg.copy_prefix > 0 {
+        let eos = config.eos_token_id;
+        for e in train {
+            let ids = dialogue_ids(&encoder, e, eos)?;
+            train_tok.push(crate::copy_task::copy_prefix(
+                &ids,
+                cfg.copy_prefix,
+                cfg.max_source_len.min(cfg.max_target_len),
+                eos,
+            ));
+        }
+    }
     let eval_tok = eval.map(|e| encoder.encode_all(e)).transpose()?;
     if train_tok.is_empty() {
         return Err(TrainError::Config("no training examples".into()));
@@ -807,10 +824,7 @@ fn denoising_examples(
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let mut ids = tok.encode(&e.dialogue)?;
-            if ids.last() == Some(&eos) {
-                ids.pop();
-            }
+            let mut ids = dialogue_ids(encoder, e, eos)?;
             ids.truncate(cfg.max_source_len - 1);
             let mut rng = crate::denoise::example_rng(cfg.seed, i);
             let mut ex = crate::denoise::span_corrupt(&ids, 0.15, 3.0, sentinel, eos, &mut rng);
@@ -818,6 +832,15 @@ fn denoising_examples(
             Ok(ex)
         })
         .collect()
+}
+
+/// The ids of an example's dialogue as it stands (no template), without the final `eos`.
+fn dialogue_ids(encoder: &Encoder, e: &Example, eos: u32) -> Result<Vec<u32>, TrainError> {
+    let mut ids = encoder.tokenizer().encode(&e.dialogue)?;
+    if ids.last() == Some(&eos) {
+        ids.pop();
+    }
+    Ok(ids)
 }
 
 /// The checkpoint a `--resume` run continues from (`None` for a run that starts afresh).
@@ -846,9 +869,10 @@ fn check_resumed_state(state: &TrainerState, cfg: &FinetuneConfig) -> Result<(),
         || state.config.seed != cfg.seed
         || state.config.group_by_length != cfg.group_by_length
         || state.config.denoise != cfg.denoise
+        || state.config.copy_prefix != cfg.copy_prefix
     {
         eprintln!(
-            "warning: resuming with a different --batch-size, --seed, --group-by-length or --denoise than the checkpoint's: the data order changes"
+            "warning: resuming with a different --batch-size, --seed, --group-by-length, --denoise or --copy-prefix than the checkpoint's: the data order changes"
         );
     }
     Ok(())

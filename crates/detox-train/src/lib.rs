@@ -12,6 +12,7 @@ pub mod classifier;
 pub mod classify_data;
 pub mod classify_metrics;
 pub mod clip;
+pub mod copy_task;
 pub mod data;
 pub mod denoise;
 pub mod finetune;
