@@ -337,8 +337,8 @@ fn a_few_steps_on_200_real_tweets_lower_the_loss() {
 }
 
 /// `finetune --denoise` on a T5 made by `detox init` with the real T5 tokenizer: each training
-/// dialogue gets a span-corrupted copy (twice the examples), and the run trains; a tokenizer
-/// without T5's sentinels is refused by name.
+/// dialogue gets a span-corrupted copy (with `--copy-prefix` also a copy example: three times the
+/// examples), and the run trains; a tokenizer without T5's sentinels is refused by name.
 #[test]
 fn finetune_denoise_adds_a_corrupted_copy_of_each_dialogue() {
     let dir = scratch_dir("detox-denoise", "run");
@@ -379,66 +379,58 @@ fn finetune_denoise_adds_a_corrupted_copy_of_each_dialogue() {
         "--out",
         &arg(&model),
     ]);
-    let out = detox(&[
+    three_steps_on(
+        &model,
+        &data,
+        &dir.join("b"),
+        &["--denoise", "--copy-prefix", "16", "--group-by-length"],
+        36,
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Three full fine-tuning steps of 8 examples with `extra` flags: the run reports `examples`
+/// training examples, trains 3 steps and logs each.
+fn three_steps_on(model: &Path, data: &Path, out: &Path, extra: &[&str], examples: usize) {
+    let (model, data, out_arg) = (arg(model), arg(data), arg(out));
+    let mut args = vec![
         "finetune",
         "--model",
-        &arg(&model),
+        &model,
         "--mode",
         "full",
         "--train",
-        &arg(&data),
+        &data,
         "--out",
-        &arg(&dir.join("b")),
+        &out_arg,
         "--max-steps",
         "3",
         "--batch-size",
         "8",
-        "--denoise",
-        "--group-by-length",
         "--log-every",
         "1",
         "--json",
-    ]);
-    let stdout = ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("on 24 examples"), "{stderr}");
+    ];
+    args.extend_from_slice(extra);
+    let run = detox(&args);
+    let stdout = ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&format!("on {examples} examples")),
+        "{stderr}"
+    );
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(v["steps"], 3);
-    assert_eq!(metrics_losses(&dir.join("b")).len(), 3);
-    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(metrics_losses(out).len(), 3);
 }
 
 /// `finetune --copy-prefix N`: each training dialogue also becomes a copy example (twice the
-/// examples; with `--denoise` three times), and the run trains.
+/// examples), and the run trains; the tiny fixture's tokenizer is enough.
 #[test]
 fn finetune_copy_prefix_adds_a_copy_example_per_dialogue() {
     let dir = scratch_dir("detox-copy-prefix", "run");
     let data = common::synthetic_data(&dir, 12);
-    let out = detox(&[
-        "finetune",
-        "--model",
-        &arg(&fixtures().join("t5-tiny")),
-        "--mode",
-        "full",
-        "--train",
-        &arg(&data),
-        "--out",
-        &arg(&dir.join("a")),
-        "--max-steps",
-        "3",
-        "--batch-size",
-        "8",
-        "--copy-prefix",
-        "16",
-        "--log-every",
-        "1",
-        "--json",
-    ]);
-    let stdout = ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("on 24 examples"), "{stderr}");
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(v["steps"], 3);
-    assert_eq!(metrics_losses(&dir.join("a")).len(), 3);
+    let model = fixtures().join("t5-tiny");
+    three_steps_on(&model, &data, &dir.join("a"), &["--copy-prefix", "16"], 24);
     std::fs::remove_dir_all(&dir).ok();
 }
