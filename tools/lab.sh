@@ -48,6 +48,10 @@ m=$here/models/dialogsum-t5
   cat "$run/shots.txt"
   echo; echo "LoRA fine-tune:"; cat "$run/lora.json"
   echo; echo "PPO toxicity:"; cat "$run/ppo/toxicity.json"
-  echo; echo "ROUGE ($rows test rows):"; ls "$run/rouge"
+  echo; echo "ROUGE ($rows test rows, rouge1 / rouge2 / rougeL / rougeLsum):"
+  python3 -c 'import json,sys
+for m in json.load(open(sys.argv[1]))["models"]:
+    r = m["rouge"]
+    print(m["name"], *(round(r[k], 4) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")))' "$run/rouge/evaluation.json"
 } > "$run/summary.txt"
 cat "$run/summary.txt"

@@ -775,26 +775,12 @@ fn tokenize(
         cfg.max_target_len,
     )?;
     let mut train_tok = encoder.encode_all(train)?;
-    if cfg.denoise {
-        train_tok.extend(denoising_examples(
-            &encoder,
-            train,
-            cfg,
-            config.eos_token_id,
-        )?);
-    }
-    if cfg.copy_prefix > 0 {
-        let eos = config.eos_token_id;
-        for e in train {
-            let ids = dialogue_ids(&encoder, e, eos)?;
-            train_tok.push(crate::copy_task::copy_prefix(
-                &ids,
-                cfg.copy_prefix,
-                cfg.max_source_len.min(cfg.max_target_len),
-                eos,
-            ));
-        }
-    }
+    train_tok.extend(from_scratch_examples(
+        &encoder,
+        train,
+        cfg,
+        config.eos_token_id,
+    )?);
     let eval_tok = eval.map(|e| encoder.encode_all(e)).transpose()?;
     if train_tok.is_empty() {
         return Err(TrainError::Config("no training examples".into()));
@@ -806,32 +792,57 @@ fn tokenize(
     })
 }
 
-/// One span-corrupted copy of each training dialogue (its own tokens, no template), seeded by
-/// the run's seed and the example's index: the same on every resume.
-fn denoising_examples(
+/// The examples of the from-scratch objectives, each training dialogue tokenized once (its own
+/// tokens, no template): with `--denoise` one span-corrupted copy of each, seeded by the run's
+/// seed and the example's index (the same on every resume), then with `--copy-prefix N` one copy
+/// example of each.
+fn from_scratch_examples(
     encoder: &Encoder,
     train: &[Example],
     cfg: &FinetuneConfig,
     eos: u32,
 ) -> Result<Vec<Tokenized>, TrainError> {
-    let tok = encoder.tokenizer();
-    let sentinel = tok.token_id("<extra_id_0>").ok_or_else(|| {
-        TrainError::Config(
-            "--denoise needs T5's sentinel tokens (<extra_id_0>, ...) in the tokenizer".into(),
+    if !cfg.denoise && cfg.copy_prefix == 0 {
+        return Ok(Vec::new());
+    }
+    let sentinel = if cfg.denoise {
+        Some(
+            encoder
+                .tokenizer()
+                .token_id("<extra_id_0>")
+                .ok_or_else(|| {
+                    TrainError::Config(
+                        "--denoise needs T5's sentinel tokens (<extra_id_0>, ...) in the tokenizer"
+                            .into(),
+                    )
+                })?,
         )
-    })?;
-    train
+    } else {
+        None
+    };
+    let dialogues = train
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let mut ids = dialogue_ids(encoder, e, eos)?;
-            ids.truncate(cfg.max_source_len - 1);
+        .map(|e| dialogue_ids(encoder, e, eos))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::new();
+    if let Some(sentinel) = sentinel {
+        out.extend(dialogues.iter().enumerate().map(|(i, ids)| {
+            let ids = &ids[..ids.len().min(cfg.max_source_len - 1)];
             let mut rng = crate::denoise::example_rng(cfg.seed, i);
-            let mut ex = crate::denoise::span_corrupt(&ids, 0.15, 3.0, sentinel, eos, &mut rng);
+            let mut ex = crate::denoise::span_corrupt(ids, 0.15, 3.0, sentinel, eos, &mut rng);
             ex.labels = encoder.truncate(ex.labels, cfg.max_target_len);
-            Ok(ex)
-        })
-        .collect()
+            ex
+        }));
+    }
+    if cfg.copy_prefix > 0 {
+        let max_len = cfg.max_source_len.min(cfg.max_target_len);
+        out.extend(
+            dialogues
+                .iter()
+                .map(|ids| crate::copy_task::copy_prefix(ids, cfg.copy_prefix, max_len, eos)),
+        );
+    }
+    Ok(out)
 }
 
 /// The ids of an example's dialogue as it stands (no template), without the final `eos`.
