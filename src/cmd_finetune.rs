@@ -109,6 +109,16 @@ pub struct FinetuneArgs {
     /// a model trained from scratch. 0: off.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub copy_prefix: usize,
+    /// Decoder word dropout: during training, replace each decoder input token by <unk> with
+    /// probability P (labels unchanged), so that a model trained from scratch cannot predict a
+    /// summary from its own prefix alone and learns to read the source. 0: off.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub decoder_word_dropout: f64,
+    /// Also train on listing, for every training dialogue, the words of its summary that occur
+    /// in it and in few other summaries (own instruction: "List the key words of the following
+    /// conversation."), which makes a model trained from scratch take content from its source.
+    #[arg(long)]
+    pub keywords: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
@@ -153,6 +163,8 @@ impl FinetuneArgs {
             group_by_length: self.group_by_length,
             denoise: self.denoise,
             copy_prefix: self.copy_prefix,
+            decoder_word_dropout: self.decoder_word_dropout,
+            keywords: self.keywords,
         })
     }
 }

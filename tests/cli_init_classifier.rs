@@ -434,3 +434,68 @@ fn finetune_copy_prefix_adds_a_copy_example_per_dialogue() {
     three_steps_on(&model, &data, &dir.join("a"), &["--copy-prefix", "16"], 24);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `finetune --decoder-word-dropout P`: the decoder sees `<unk>` in place of some of its inputs,
+/// so the first step's loss changes (the labels and the model do not), and the same seed draws
+/// the same tokens again.
+#[test]
+fn finetune_decoder_word_dropout_changes_the_inputs_reproducibly() {
+    let dir = scratch_dir("detox-word-dropout", "run");
+    let data = common::synthetic_data(&dir, 12);
+    let model = fixtures().join("t5-tiny");
+    let off = ["--dropout-rate", "0"];
+    three_steps_on(&model, &data, &dir.join("plain"), &off, 12);
+    let with = ["--dropout-rate", "0", "--decoder-word-dropout", "0.5"];
+    three_steps_on(&model, &data, &dir.join("a"), &with, 12);
+    three_steps_on(&model, &data, &dir.join("b"), &with, 12);
+    let (plain, a, b) = (
+        metrics_losses(&dir.join("plain")),
+        metrics_losses(&dir.join("a")),
+        metrics_losses(&dir.join("b")),
+    );
+    assert!((a[0] - plain[0]).abs() > 1e-4, "{a:?} vs {plain:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{a:?} vs {b:?}");
+    }
+    let bad = detox(&[
+        "finetune",
+        "--model",
+        &arg(&model),
+        "--mode",
+        "full",
+        "--train",
+        &arg(&data),
+        "--out",
+        &arg(&dir.join("bad")),
+        "--decoder-word-dropout",
+        "1.5",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--decoder-word-dropout must be in [0, 1)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `finetune --keywords`: every training example whose summary shares a rare word with its
+/// dialogue also becomes a keyword example; here each summary names its row's own fruit (a word in
+/// 1 of 40 summaries: rare; "They buy": in all), so the run has twice the examples, and trains.
+#[test]
+fn finetune_keywords_adds_a_keyword_example_per_summary_with_rare_source_words() {
+    use std::io::Write;
+    let dir = scratch_dir("detox-keywords", "run");
+    let data = dir.join("fruit.jsonl");
+    let mut f = std::fs::File::create(&data).unwrap();
+    for i in 0..40 {
+        let dialogue = format!("#Person1#: Shall we buy fruit{i} today? #Person2#: Yes, fruit{i}.");
+        let row =
+            serde_json::json!({"dialogue": dialogue, "summary": format!("They buy fruit{i}.")});
+        writeln!(f, "{row}").unwrap();
+    }
+    drop(f);
+    let model = fixtures().join("t5-tiny");
+    three_steps_on(&model, &data, &dir.join("a"), &["--keywords"], 80);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -47,7 +47,7 @@ use crate::checkpoint::{
 use crate::clip::{clip_grad_norm, grad_norm};
 use crate::data::{Batch, BatchStream, DataError, Encoder, Example, PromptTemplate, Tokenized};
 use crate::interrupt::Interrupted;
-use crate::loss::{seq2seq_cross_entropy, shift_right, token_nll};
+use crate::loss::{seq2seq_cross_entropy, shift_right, shift_right_row, token_nll};
 use crate::runlock::{open_run_dir, RunDirError, RunLock, RunStart};
 use crate::runlog;
 use crate::schedule::LinearSchedule;
@@ -168,6 +168,14 @@ pub struct FinetuneConfig {
     /// those tokens, [`crate::copy_task`]): 0 for none.
     #[serde(default)]
     pub copy_prefix: usize,
+    /// Replace each decoder input token (after the start token) by `<unk>` with this probability
+    /// during training ([`crate::word_dropout`]): 0 for none.
+    #[serde(default)]
+    pub decoder_word_dropout: f64,
+    /// Also train on listing the summary's rare words found in the dialogue
+    /// ([`crate::keywords`]): for models trained from scratch.
+    #[serde(default)]
+    pub keywords: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -193,6 +201,8 @@ impl Default for FinetuneConfig {
             group_by_length: false,
             denoise: false,
             copy_prefix: 0,
+            decoder_word_dropout: 0.0,
+            keywords: false,
         }
     }
 }
@@ -237,6 +247,12 @@ impl FinetuneConfig {
                 return bad(format!("--dropout-rate must be in [0, 1), got {p}"));
             }
         }
+        if !(0.0..1.0).contains(&self.decoder_word_dropout) {
+            return bad(format!(
+                "--decoder-word-dropout must be in [0, 1), got {}",
+                self.decoder_word_dropout
+            ));
+        }
         if self.mode == Mode::Lora {
             self.lora.validate().map_err(TrainError::Config)?;
         }
@@ -276,10 +292,43 @@ pub struct RunSummary {
 
 /// Mean token NLL of `batch` (`model(input_ids, attention_mask, labels=labels).loss`).
 pub fn batch_loss<B: Backend>(model: &T5<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    batch_loss_with(model, batch, None, device)
+}
+
+/// [`batch_loss`] with these decoder input ids (row-major, `batch x tgt_len`) instead of the
+/// shifted labels (`None`: the shifted labels).
+fn batch_loss_with<B: Backend>(
+    model: &T5<B>,
+    batch: &Batch,
+    decoder_input_ids: Option<Vec<i64>>,
+    device: &B::Device,
+) -> Tensor<B, 1> {
     let (ids, mask, labels) = batch.tensors::<B>(device);
     let c = &model.config;
-    let dec = shift_right(labels.clone(), c.decoder_start_token_id(), c.pad_token_id);
+    let dec = match decoder_input_ids {
+        Some(d) => Tensor::from_data(TensorData::new(d, [batch.batch, batch.tgt_len]), device),
+        None => shift_right(labels.clone(), c.decoder_start_token_id(), c.pad_token_id),
+    };
     seq2seq_cross_entropy(model.forward(ids, mask, dec), labels)
+}
+
+/// The decoder inputs of `batch` (its labels shifted right) with word dropout applied
+/// ([`crate::word_dropout`]).
+fn dropped_decoder_inputs(
+    batch: &Batch,
+    config: &T5Config,
+    p: f64,
+    unk: u32,
+    rng: &mut impl rand::Rng,
+) -> Vec<i64> {
+    let (start, pad) = (config.decoder_start_token_id(), config.pad_token_id);
+    let mut dec: Vec<i64> = batch
+        .labels
+        .chunks(batch.tgt_len.max(1))
+        .flat_map(|row| shift_right_row(row, start, pad))
+        .collect();
+    crate::word_dropout::drop_words(&mut dec, batch.tgt_len, p, unk as i64, pad as i64, rng);
+    dec
 }
 
 /// Forward and backward of one micro-batch, the loss divided by `accum` before backward.
@@ -290,7 +339,18 @@ pub fn micro_step<B: AutodiffBackend>(
     accum: usize,
     device: &B::Device,
 ) -> (f64, GradientsParams) {
-    let loss = batch_loss(model, batch, device);
+    micro_step_with(model, batch, None, accum, device)
+}
+
+/// [`micro_step`] with these decoder input ids ([`batch_loss_with`]).
+fn micro_step_with<B: AutodiffBackend>(
+    model: &T5<B>,
+    batch: &Batch,
+    decoder_input_ids: Option<Vec<i64>>,
+    accum: usize,
+    device: &B::Device,
+) -> (f64, GradientsParams) {
+    let loss = batch_loss_with(model, batch, decoder_input_ids, device);
     let value = loss.clone().into_scalar().elem::<f64>();
     let loss = if accum > 1 { loss / accum as f64 } else { loss };
     (value, GradientsParams::from_grads(loss.backward(), model))
@@ -379,6 +439,8 @@ pub struct Trainer<B: AutodiffBackend> {
     stream: BatchStream,
     step: usize,
     pad: u32,
+    /// The tokenizer's `<unk>` (what decoder word dropout puts in), when it has one.
+    unk: Option<u32>,
     model_dir: PathBuf,
     out: PathBuf,
     device: B::Device,
@@ -441,6 +503,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             eval: data.eval,
             step,
             pad: data.pad_token_id,
+            unk: data.unk_token_id,
             model_dir: model_dir.to_path_buf(),
             out: out.to_path_buf(),
             device: device.clone(),
@@ -501,12 +564,22 @@ impl<B: AutodiffBackend> Trainer<B> {
         let model = self.model.take().expect("model present between steps");
         let mut accum = GradientsAccumulator::<T5<B>>::new();
         let (mut loss_sum, mut tokens) = (0.0, 0);
-        for _ in 0..self.cfg.grad_accum {
+        for micro in 0..self.cfg.grad_accum {
             let idx = self.stream.next_indices();
             let rows: Vec<&Tokenized> = idx.iter().map(|&i| &self.train[i]).collect();
             let batch = Batch::collate(&rows, self.pad);
             tokens += batch.num_tokens();
-            let (loss, grads) = micro_step(&model, &batch, self.cfg.grad_accum, &self.device);
+            let dec = self
+                .unk
+                .filter(|_| self.cfg.decoder_word_dropout > 0.0)
+                .map(|unk| {
+                    let seed = step_seed(self.cfg.seed, self.step);
+                    let mut rng = crate::word_dropout::micro_batch_rng(seed, micro);
+                    let p = self.cfg.decoder_word_dropout;
+                    dropped_decoder_inputs(&batch, &model.config, p, unk, &mut rng)
+                });
+            let (loss, grads) =
+                micro_step_with(&model, &batch, dec, self.cfg.grad_accum, &self.device);
             loss_sum += loss;
             accum.accumulate(&model, grads);
         }
@@ -748,6 +821,7 @@ impl LogWindow {
 /// A run's examples, tokenized for its model.
 struct TokenizedData {
     pad_token_id: u32,
+    unk_token_id: Option<u32>,
     /// Never empty.
     train: Vec<Tokenized>,
     eval: Option<Vec<Tokenized>>,
@@ -785,8 +859,15 @@ fn tokenize(
     if train_tok.is_empty() {
         return Err(TrainError::Config("no training examples".into()));
     }
+    let unk_token_id = encoder.tokenizer().token_id("<unk>");
+    if cfg.decoder_word_dropout > 0.0 && unk_token_id.is_none() {
+        return Err(TrainError::Config(
+            "--decoder-word-dropout needs an <unk> token in the model's tokenizer".into(),
+        ));
+    }
     Ok(TokenizedData {
         pad_token_id: config.pad_token_id,
+        unk_token_id,
         train: train_tok,
         eval: eval_tok,
     })
@@ -802,7 +883,7 @@ fn from_scratch_examples(
     cfg: &FinetuneConfig,
     eos: u32,
 ) -> Result<Vec<Tokenized>, TrainError> {
-    if !cfg.denoise && cfg.copy_prefix == 0 {
+    if !cfg.denoise && cfg.copy_prefix == 0 && !cfg.keywords {
         return Ok(Vec::new());
     }
     let sentinel = if cfg.denoise {
@@ -841,6 +922,33 @@ fn from_scratch_examples(
                 .iter()
                 .map(|ids| crate::copy_task::copy_prefix(ids, cfg.copy_prefix, max_len, eos)),
         );
+    }
+    if cfg.keywords {
+        out.extend(keyword_examples(encoder, train, cfg)?);
+    }
+    Ok(out)
+}
+
+/// One keyword example ([`crate::keywords`]) per training example whose summary has keywords.
+fn keyword_examples(
+    encoder: &Encoder,
+    train: &[Example],
+    cfg: &FinetuneConfig,
+) -> Result<Vec<Tokenized>, TrainError> {
+    use crate::keywords::{keyword_target, SummaryWordFrequency, KEYWORDS_TEMPLATE};
+    let freq = SummaryWordFrequency::new(train.iter().map(|e| e.summary.as_str()));
+    let template = PromptTemplate::new(KEYWORDS_TEMPLATE)?;
+    let mut out = Vec::new();
+    for e in train {
+        let target = keyword_target(&e.summary, &e.dialogue, &freq);
+        if target.is_empty() {
+            continue;
+        }
+        let source = encoder.tokenizer().encode(&template.render(&e.dialogue))?;
+        out.push(Tokenized {
+            input_ids: encoder.truncate(source, cfg.max_source_len),
+            labels: encoder.encode_target(&target)?,
+        });
     }
     Ok(out)
 }
@@ -881,9 +989,10 @@ fn check_resumed_state(state: &TrainerState, cfg: &FinetuneConfig) -> Result<(),
         || state.config.group_by_length != cfg.group_by_length
         || state.config.denoise != cfg.denoise
         || state.config.copy_prefix != cfg.copy_prefix
+        || state.config.keywords != cfg.keywords
     {
         eprintln!(
-            "warning: resuming with a different --batch-size, --seed, --group-by-length, --denoise or --copy-prefix than the checkpoint's: the data order changes"
+            "warning: resuming with a different --batch-size, --seed, --group-by-length, --denoise, --copy-prefix or --keywords than the checkpoint's: the data order changes"
         );
     }
     Ok(())

@@ -17,12 +17,14 @@ pub mod data;
 pub mod denoise;
 pub mod finetune;
 pub mod interrupt;
+pub mod keywords;
 pub mod loss;
 pub mod naive_bayes;
 pub mod optim;
 pub mod runlock;
 pub mod runlog;
 pub mod schedule;
+pub mod word_dropout;
 
 pub use clip::{clip_grad_norm, grad_norm};
 pub use data::{
