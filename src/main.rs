@@ -10,6 +10,7 @@ mod cmd_finetune;
 mod cmd_init;
 mod cmd_inspect;
 mod cmd_ppo;
+mod cmd_report;
 mod cmd_rouge;
 mod cmd_score;
 mod cmd_summarize;
@@ -63,6 +64,9 @@ enum Command {
     Ppo(Box<cmd_ppo::PpoArgs>),
     /// Toxicity (probability of `hate`) of a model's summaries on the lab's test prompts.
     Toxicity(cmd_ppo::ToxicityArgs),
+    /// One self-contained HTML page (inline SVG charts) of fine-tuning runs, PPO runs and
+    /// `evaluate` outputs: curves against step, toxicity, ROUGE, comparison, settings.
+    Report(cmd_report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
             .run_autodiff(cmd_train_classifier::TrainClassifier(*a)),
         Command::Ppo(a) => a.device.run_autodiff(cmd_ppo::Ppo(*a)),
         Command::Toxicity(a) => a.device.run(cmd_ppo::Toxicity(a)),
+        Command::Report(a) => cmd_report::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
