@@ -255,7 +255,16 @@ impl Encoder {
     }
 
     pub fn encode_source(&self, dialogue: &str) -> Result<Vec<u32>, DataError> {
-        let ids = self.tokenizer.encode(&self.template.render(dialogue))?;
+        self.encode_source_with(&self.template, dialogue)
+    }
+
+    /// [`Self::encode_source`] under another instruction template.
+    pub fn encode_source_with(
+        &self,
+        template: &PromptTemplate,
+        dialogue: &str,
+    ) -> Result<Vec<u32>, DataError> {
+        let ids = self.tokenizer.encode(&template.render(dialogue))?;
         Ok(self.truncate(ids, self.max_source_len))
     }
 

@@ -560,7 +560,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// One optimizer step over `grad_accum` micro-batches.
     pub fn train_step(&mut self) -> Result<StepStats, TrainError> {
         let lr = self.schedule.lr(self.step);
-        B::seed(&self.device, step_seed(self.cfg.seed, self.step));
+        let seed = step_seed(self.cfg.seed, self.step);
+        B::seed(&self.device, seed);
         let model = self.model.take().expect("model present between steps");
         let mut accum = GradientsAccumulator::<T5<B>>::new();
         let (mut loss_sum, mut tokens) = (0.0, 0);
@@ -573,7 +574,6 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .unk
                 .filter(|_| self.cfg.decoder_word_dropout > 0.0)
                 .map(|unk| {
-                    let seed = step_seed(self.cfg.seed, self.step);
                     let mut rng = crate::word_dropout::micro_batch_rng(seed, micro);
                     let p = self.cfg.decoder_word_dropout;
                     dropped_decoder_inputs(&batch, &model.config, p, unk, &mut rng)
@@ -924,17 +924,13 @@ fn from_scratch_examples(
         );
     }
     if cfg.keywords {
-        out.extend(keyword_examples(encoder, train, cfg)?);
+        out.extend(keyword_examples(encoder, train)?);
     }
     Ok(out)
 }
 
 /// One keyword example ([`crate::keywords`]) per training example whose summary has keywords.
-fn keyword_examples(
-    encoder: &Encoder,
-    train: &[Example],
-    cfg: &FinetuneConfig,
-) -> Result<Vec<Tokenized>, TrainError> {
+fn keyword_examples(encoder: &Encoder, train: &[Example]) -> Result<Vec<Tokenized>, TrainError> {
     use crate::keywords::{keyword_target, SummaryWordFrequency, KEYWORDS_TEMPLATE};
     let freq = SummaryWordFrequency::new(train.iter().map(|e| e.summary.as_str()));
     let template = PromptTemplate::new(KEYWORDS_TEMPLATE)?;
@@ -944,9 +940,8 @@ fn keyword_examples(
         if target.is_empty() {
             continue;
         }
-        let source = encoder.tokenizer().encode(&template.render(&e.dialogue))?;
         out.push(Tokenized {
-            input_ids: encoder.truncate(source, cfg.max_source_len),
+            input_ids: encoder.encode_source_with(&template, &e.dialogue)?,
             labels: encoder.encode_target(&target)?,
         });
     }

@@ -22,9 +22,15 @@ pub const KEYWORDS_TEMPLATE: &str =
 /// leading and trailing ASCII punctuation, lowercased; empty ones dropped.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split_whitespace().filter_map(|w| {
-        let w = w.trim_matches(|c: char| c.is_ascii_punctuation() && c != '#');
+        let w = trim_punctuation(w);
         (!w.is_empty()).then(|| w.to_lowercase())
     })
+}
+
+/// `word` without its leading and trailing ASCII punctuation (`#` kept: it is part of the speaker
+/// tags).
+fn trim_punctuation(word: &str) -> &str {
+    word.trim_matches(|c: char| c.is_ascii_punctuation() && c != '#')
 }
 
 /// In how many summaries each word occurs (document frequency).
@@ -63,10 +69,13 @@ pub fn keyword_target(summary: &str, dialogue: &str, freq: &SummaryWordFrequency
     let in_dialogue: HashSet<String> = words(dialogue).collect();
     let mut seen = HashSet::new();
     let mut out: Vec<&str> = Vec::new();
-    for raw in summary.split_whitespace() {
-        let Some(w) = words(raw).next() else { continue };
+    for raw in summary.split_whitespace().map(trim_punctuation) {
+        if raw.is_empty() {
+            continue;
+        }
+        let w = raw.to_lowercase();
         if in_dialogue.contains(&w) && !freq.is_common(&w, MAX_SHARE) && seen.insert(w) {
-            out.push(raw.trim_matches(|c: char| c.is_ascii_punctuation() && c != '#'));
+            out.push(raw);
         }
     }
     out.join(" ")
