@@ -4,6 +4,7 @@
 mod backend;
 mod bench;
 mod bench_ppo;
+mod cmd_annotate;
 mod cmd_convert;
 mod cmd_evaluate;
 mod cmd_finetune;
@@ -67,6 +68,12 @@ enum Command {
     /// One self-contained HTML page (inline SVG charts) of fine-tuning runs, PPO runs and
     /// `evaluate` outputs: curves against step, toxicity, ROUGE, comparison, settings.
     Report(cmd_report::ReportArgs),
+    /// A local web app for human evaluation: annotators compare two models' summaries of a
+    /// dialogue (A / B / tie, confidence, readability and coherence 1-7), stored in SQLite.
+    Annotate(cmd_annotate::AnnotateArgs),
+    /// Judgments of `detox annotate`: `export` them as JSONL, `stats` (win rates, ratings,
+    /// Krippendorff's alpha, Cohen's kappa).
+    Annotations(cmd_annotate::AnnotationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +95,8 @@ fn main() -> ExitCode {
         Command::Ppo(a) => a.device.run_autodiff(cmd_ppo::Ppo(*a)),
         Command::Toxicity(a) => a.device.run(cmd_ppo::Toxicity(a)),
         Command::Report(a) => cmd_report::run(&a),
+        Command::Annotate(a) => cmd_annotate::run_annotate(&a),
+        Command::Annotations(a) => cmd_annotate::run_annotations(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
