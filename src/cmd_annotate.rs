@@ -73,7 +73,7 @@ pub fn run_annotate(a: &AnnotateArgs) -> Result<()> {
     let _lock = detox_annotate::lock_db(&a.db)?;
     let items = detox_annotate::read_items(&a.items)?;
     let db = detox_annotate::Db::open_for_items(&a.db, &items)?;
-    let judged = db.judgments()?.len();
+    let judged = db.judgment_count()?;
     let cfg = detox_annotate::ServerConfig {
         overlap: a.overlap,
         token: token.clone(),

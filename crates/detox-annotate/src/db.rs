@@ -55,6 +55,19 @@ CREATE TABLE IF NOT EXISTS judgments (
 );
 ";
 
+/// The columns [`item_from_row`] reads, in its order.
+const ITEM_COLUMNS: &str = "id, dialogue, reference, model_a, model_b, summary_a, summary_b";
+
+fn item_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
+    Ok(Item {
+        id: r.get(0)?,
+        dialogue: r.get(1)?,
+        reference: r.get(2)?,
+        models: [r.get(3)?, r.get(4)?],
+        summaries: [r.get(5)?, r.get(6)?],
+    })
+}
+
 /// Current time as RFC 3339 UTC with milliseconds, as SQLite computes it.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -129,11 +142,7 @@ impl Db {
     /// and texts), so judgments never silently refer to other texts.
     pub fn open_for_items(path: &Path, items: &[Item]) -> Result<Db, AnnotateError> {
         let mut db = Db::open(path, true)?;
-        let have: i64 = db
-            .conn
-            .query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0))
-            .map_err(|e| db.err(e))?;
-        if have == 0 {
+        if db.item_count()? == 0 {
             let tx = db
                 .conn
                 .transaction()
@@ -238,41 +247,38 @@ impl Db {
     pub fn items(&self) -> Result<Vec<Item>, AnnotateError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, dialogue, reference, model_a, model_b, summary_a, summary_b FROM items ORDER BY position")
+            .prepare(&format!(
+                "SELECT {ITEM_COLUMNS} FROM items ORDER BY position"
+            ))
             .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(Item {
-                    id: r.get(0)?,
-                    dialogue: r.get(1)?,
-                    reference: r.get(2)?,
-                    models: [r.get(3)?, r.get(4)?],
-                    summaries: [r.get(5)?, r.get(6)?],
-                })
-            })
-            .map_err(|e| self.err(e))?;
+        let rows = st.query_map([], item_from_row).map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    pub fn item_count(&self) -> Result<usize, AnnotateError> {
+    /// The single number `sql` (a `SELECT COUNT(*) ...`) gives.
+    fn count(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, AnnotateError> {
         let n: i64 = self
             .conn
-            .query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0))
+            .query_row(sql, params, |r| r.get(0))
             .map_err(|e| self.err(e))?;
         Ok(n as usize)
+    }
+
+    pub fn item_count(&self) -> Result<usize, AnnotateError> {
+        self.count("SELECT COUNT(*) FROM items", [])
+    }
+
+    /// How many judgments are stored, by anyone.
+    pub fn judgment_count(&self) -> Result<usize, AnnotateError> {
+        self.count("SELECT COUNT(*) FROM judgments", [])
     }
 
     /// How many items `annotator` has judged.
     pub fn judged_by(&self, annotator: &str) -> Result<usize, AnnotateError> {
-        let n: i64 = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM judgments WHERE annotator = ?1",
-                [annotator],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(n as usize)
+        self.count(
+            "SELECT COUNT(*) FROM judgments WHERE annotator = ?1",
+            [annotator],
+        )
     }
 
     /// The page to show `annotator` now: the one shown before and not submitted, else a new
@@ -334,17 +340,9 @@ impl Db {
         };
         let item = tx
             .query_row(
-                "SELECT id, dialogue, reference, model_a, model_b, summary_a, summary_b FROM items WHERE id = ?1",
+                &format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = ?1"),
                 [&item_id],
-                |r| {
-                    Ok(Item {
-                        id: r.get(0)?,
-                        dialogue: r.get(1)?,
-                        reference: r.get(2)?,
-                        models: [r.get(3)?, r.get(4)?],
-                        summaries: [r.get(5)?, r.get(6)?],
-                    })
-                },
+                item_from_row,
             )
             .map_err(dberr)?;
         tx.commit().map_err(dberr)?;

@@ -63,11 +63,16 @@ fn layout(title: &str, body: &str) -> String {
     )
 }
 
+/// The message of a refused form above the page, or nothing.
+fn error_box(error: Option<&str>) -> String {
+    error
+        .map(|e| format!("<p class=\"error\">{}</p>", escape(e)))
+        .unwrap_or_default()
+}
+
 /// The first page: who is annotating.
 pub fn start_page(error: Option<&str>) -> String {
-    let err = error
-        .map(|e| format!("<p class=\"error\">{}</p>", escape(e)))
-        .unwrap_or_default();
+    let err = error_box(error);
     layout(
         "detox annotate",
         &format!(
@@ -111,9 +116,7 @@ pub fn rate_page(
     total: usize,
     error: Option<&str>,
 ) -> String {
-    let err = error
-        .map(|e| format!("<p class=\"error\">{}</p>", escape(e)))
-        .unwrap_or_default();
+    let err = error_box(error);
     let left = &page.item.summaries[page.left];
     let right = &page.item.summaries[1 - page.left];
     let who = escape(annotator);
