@@ -2,7 +2,7 @@
 //! backend.
 //! Everything else in detox is generic over `B: Backend`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -27,6 +27,17 @@ impl DeviceKind {
     pub fn name(self) -> String {
         format!("{self:?}").to_lowercase()
     }
+}
+
+/// Records this start of a run in `out/run_info.json` (detox's version, command line, device,
+/// CPU): call once the run's trainer holds the directory's lock.
+pub fn record_start(out: &std::path::Path, device: DeviceArgs) -> Result<()> {
+    detox_train::runlog::record_start(out, &device.name()).with_context(|| {
+        format!(
+            "{}: cannot write",
+            out.join(detox_train::runlog::RUN_INFO_FILE).display()
+        )
+    })
 }
 
 /// `--device`, flattened (`#[command(flatten)]`) into every command that computes; the command

@@ -195,6 +195,7 @@ impl AutodiffJob for Finetune {
             &device,
         )
         .context("cannot set up fine-tuning")?;
+        crate::backend::record_start(&args.out, args.device)?;
         let (trainable, all) = trainer.parameter_counts();
         if args.mode == ModeArg::Lora && !args.json {
             println!("{}", parameter_report(trainable, all));

@@ -26,6 +26,11 @@ pub struct LabInputs {
     /// lab (ppo trains on the first part; toxicity is measured on the second).
     #[arg(long)]
     pub dataset: PathBuf,
+    /// The classifier that measures toxicity (the config's [toxicity] label). Default: the
+    /// reward model when it has that label (the lab), else the shipped toxicity classifier
+    /// (e.g. under a reward model from `detox train-reward`).
+    #[arg(long)]
+    pub toxicity_model: Option<String>,
     /// TOML config (configs/lab.toml holds the lab's values); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -38,6 +43,33 @@ impl LabInputs {
             Some(p) => LabConfig::from_file(p)?,
             None => LabConfig::default(),
         })
+    }
+
+    /// The reward model's directory (default: the shipped classifier).
+    fn reward_dir(&self) -> Result<PathBuf> {
+        crate::shipped::model_or_shipped(self.reward_model.as_deref(), crate::shipped::CLASSIFIER)
+    }
+
+    /// The toxicity classifier's directory when it is not `reward_dir`: `--toxicity-model`, or
+    /// the shipped classifier when the reward model has no `label`.
+    fn toxicity_dir(&self, reward_dir: &std::path::Path, label: &str) -> Result<Option<PathBuf>> {
+        if let Some(m) = &self.toxicity_model {
+            return Ok(Some(crate::shipped::model_or_shipped(
+                Some(m),
+                crate::shipped::CLASSIFIER,
+            )?));
+        }
+        let config: detox_models::RobertaConfig = detox_hub::read_config(reward_dir)?;
+        let has = config.labels().is_ok_and(|l| l.iter().any(|x| x == label));
+        if has {
+            return Ok(None);
+        }
+        let shipped = crate::shipped::model_or_shipped(None, crate::shipped::CLASSIFIER)?;
+        eprintln!(
+            "the reward model has no {label:?} label: toxicity is measured by {}",
+            shipped.display()
+        );
+        Ok(Some(shipped))
     }
 }
 
@@ -52,6 +84,10 @@ pub struct PpoArgs {
     /// Run directory: stats.jsonl, checkpoints/, toxicity.json, comparison.{csv,json,txt}.
     #[arg(long)]
     pub out: PathBuf,
+    /// The reward model's label whose logit is the reward (the config's [reward] label; the
+    /// lab: nothate; a `detox train-reward` model: its single label).
+    #[arg(long)]
+    pub reward_label: Option<String>,
     #[arg(long)]
     pub max_steps: Option<usize>,
     #[arg(long)]
@@ -131,6 +167,9 @@ impl PpoArgs {
         if let Some(v) = self.seed {
             c.run.seed = v;
         }
+        if let Some(v) = &self.reward_label {
+            c.reward.label = v.clone();
+        }
         c.validate()?;
         Ok(c)
     }
@@ -147,16 +186,15 @@ impl AutodiffJob for Ppo {
         if !a.inputs.dataset.is_file() {
             bail!("{}: no such dataset file", a.inputs.dataset.display());
         }
+        let reward_dir = a.inputs.reward_dir()?;
         let run = LabRun {
             model: crate::shipped::model_or_shipped(
                 a.inputs.model.as_deref(),
                 crate::shipped::SUMMARIZER,
             )?,
             adapter: a.adapter.clone(),
-            reward_model: crate::shipped::model_or_shipped(
-                a.inputs.reward_model.as_deref(),
-                crate::shipped::CLASSIFIER,
-            )?,
+            toxicity_model: a.inputs.toxicity_dir(&reward_dir, &config.toxicity.label)?,
+            reward_model: reward_dir,
             dataset: a.inputs.dataset.clone(),
             out: a.out.clone(),
             start: match (a.resume, a.overwrite) {
@@ -165,6 +203,7 @@ impl AutodiffJob for Ppo {
                 (false, false) => RunStart::New,
             },
             progress: std::io::stderr().is_terminal(),
+            device_name: a.device.name(),
             config,
         };
         detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
@@ -230,10 +269,12 @@ impl Job for Toxicity {
                 crate::shipped::SUMMARIZER,
             )?,
             a.adapter.as_deref(),
-            &crate::shipped::model_or_shipped(
-                a.inputs.reward_model.as_deref(),
-                crate::shipped::CLASSIFIER,
-            )?,
+            &{
+                let reward_dir = a.inputs.reward_dir()?;
+                a.inputs
+                    .toxicity_dir(&reward_dir, &c.toxicity.label)?
+                    .unwrap_or(reward_dir)
+            },
             &a.inputs.dataset,
             &c.data,
             &c.toxicity,

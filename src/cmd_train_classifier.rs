@@ -221,6 +221,7 @@ impl AutodiffJob for TrainClassifier {
             &device,
         )
         .context("cannot set up classifier training")?;
+        crate::backend::record_start(&out, args.device)?;
         if let Some(ck) = trainer.resumed_from() {
             eprintln!("resuming from {} at step {}", ck.display(), trainer.step());
         }

@@ -16,6 +16,7 @@ mod cmd_rouge;
 mod cmd_score;
 mod cmd_summarize;
 mod cmd_train_classifier;
+mod cmd_train_reward;
 mod generation_args;
 mod prompt;
 mod shipped;
@@ -61,6 +62,9 @@ enum Command {
     /// Train a RoBERTa sequence classifier on labeled texts (CSV / JSONL); best model by
     /// validation, scored on test beside a Naive Bayes baseline.
     TrainClassifier(Box<cmd_train_classifier::TrainClassifierArgs>),
+    /// Train a reward model (a one-output RoBERTa) on human preferences as trl's RewardTrainer
+    /// does; its directory feeds `detox ppo --reward-model DIR --reward-label LABEL`.
+    TrainReward(Box<cmd_train_reward::TrainRewardArgs>),
     /// PPO detoxification as the lab runs it with trl: LoRA policy + value head, RoBERTa reward.
     Ppo(Box<cmd_ppo::PpoArgs>),
     /// Toxicity (probability of `hate`) of a model's summaries on the lab's test prompts.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::TrainClassifier(a) => a
             .device
             .run_autodiff(cmd_train_classifier::TrainClassifier(*a)),
+        Command::TrainReward(a) => a.device.run_autodiff(cmd_train_reward::TrainReward(*a)),
         Command::Ppo(a) => a.device.run_autodiff(cmd_ppo::Ppo(*a)),
         Command::Toxicity(a) => a.device.run(cmd_ppo::Toxicity(a)),
         Command::Report(a) => cmd_report::run(&a),

@@ -243,6 +243,7 @@ fn report_of_real_finetune_ppo_and_evaluate_runs() {
     let titles: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
     for t in [
         "Toxicity: mean P(hate) ± std",
+        "Toxicity of each test prompt: P(hate) before vs after",
         "Reward of each comparison prompt: before vs after",
         "ROUGE per model",
     ] {
@@ -280,6 +281,10 @@ fn report_of_real_finetune_ppo_and_evaluate_runs() {
     assert!(
         text.contains("checkpoints/checkpoint-2/ppo_state.json"),
         "ppo settings"
+    );
+    assert!(
+        text.contains("run_info.json") && text.contains("detox_version"),
+        "what ran each run: version, command line, device"
     );
 
     // the parent directory reports the same three runs (its subdirectories, sorted)

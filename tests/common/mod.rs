@@ -195,6 +195,11 @@ pub fn ok(out: &std::process::Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// The dialogue of row `i` of [`synthetic_data`].
+pub fn synthetic_dialogue(i: usize) -> String {
+    format!("#Person1#: Hello number {i}, how are you today? ").repeat(6)
+}
+
 /// `dir/synthetic.jsonl`: `n` DialogSum-style rows whose dialogues have 201-1000 characters
 /// (they pass the PPO lab's filter), for tests that need no ../shared.
 pub fn synthetic_data(dir: &std::path::Path, n: usize) -> PathBuf {
@@ -202,7 +207,7 @@ pub fn synthetic_data(dir: &std::path::Path, n: usize) -> PathBuf {
     let file = dir.join("synthetic.jsonl");
     let mut f = std::fs::File::create(&file).unwrap();
     for i in 0..n {
-        let dialogue = format!("#Person1#: Hello number {i}, how are you today? ").repeat(6);
+        let dialogue = synthetic_dialogue(i);
         let row = serde_json::json!({"id": format!("s{i}"), "dialogue": dialogue, "summary": "They greet.", "topic": "greeting"});
         writeln!(f, "{row}").unwrap();
     }

@@ -191,6 +191,12 @@ pub fn gelu_new_mul<B: Backend, const D: usize>(
 }
 
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (burn-flex's own `erf`), in parallel.
+///
+/// Under autodiff, burn differentiates its `gelu` op through the backend's `gelu_backward`,
+/// whose default (burn-ndarray's, the GPU backends') is the derivative of the *tanh
+/// approximation*: gradients ~1e-3 off torch's. burn-flex's own is exact, so `Autodiff<Flex>`
+/// keeps the op; any other autodiff backend gets GELU composed from `erf`, whose backward is
+/// exact (`tests/parity_reward.rs` compares every RoBERTa gradient with torch's).
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let shape = x.dims();
     match flex_f32(x) {
@@ -201,7 +207,15 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
             });
             from_flex(new_flex(out, &shape))
         }
-        Err(x) => activation::gelu(x),
+        Err(x) => {
+            let (x, on_flex) = crate::kernels_autodiff::on_autodiff_flex(x);
+            if on_flex || !B::ad_enabled(&x.device()) {
+                activation::gelu(x)
+            } else {
+                let half = x.clone() * 0.5;
+                half * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0)
+            }
+        }
     }
 }
 

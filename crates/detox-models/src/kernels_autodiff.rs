@@ -40,6 +40,14 @@ fn from_ad<B: Backend, const D: usize>(t: AdTensor) -> Tensor<B, D> {
     tensor_of(t)
 }
 
+/// `x` back, and whether it is an `Autodiff<Flex>` tensor (f32).
+pub fn on_autodiff_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, D>, bool) {
+    match into_ad(x) {
+        Ok(t) => (from_ad(t), true),
+        Err(x) => (x, false),
+    }
+}
+
 fn contiguous(t: &FlexTensor) -> FlexTensor {
     if t.is_contiguous() {
         t.clone()

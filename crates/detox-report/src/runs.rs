@@ -77,6 +77,16 @@ pub struct ToxicityReport {
     pub improvement_pct: MeanStd,
     pub label: String,
     pub samples: usize,
+    /// P(label) of each test prompt's response (runs written before detox kept them lack it).
+    #[serde(default)]
+    pub scores: Option<Scores>,
+}
+
+/// Per-text toxicity before and after.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Scores {
+    pub before: Vec<f64>,
+    pub after: Vec<f64>,
 }
 
 /// A row of `comparison.json`.
@@ -235,7 +245,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ReportError> {
 
 /// The settings files of `dir`, those that exist: the latest fine-tuning / classifier
 /// checkpoint's `trainer_state.json`, the latest PPO checkpoint's `ppo_state.json`, the final
-/// model's `adapter_config.json` / `config.json`, and a classifier's best and test metrics.
+/// model's `adapter_config.json` / `config.json`, a classifier's best and test metrics, a reward
+/// model's held-out metrics, and `run_info.json` (version, command line, device, CPU per start).
 fn settings_files(dir: &Path) -> Result<Vec<SettingsFile>, ReportError> {
     let mut names: Vec<String> = Vec::new();
     if let Some(ck) = latest_checkpoint(dir, "trainer_state.json") {
@@ -251,6 +262,8 @@ fn settings_files(dir: &Path) -> Result<Vec<SettingsFile>, ReportError> {
         "checkpoints/final/config.json",
         "best/eval_metrics.json",
         "test_metrics.json",
+        "reward_metrics.json",
+        "run_info.json",
     ] {
         names.push(name.to_string());
     }

@@ -315,6 +315,32 @@ fn toxicity_part(ppo: &PpoRun) -> Result<(String, usize), ReportError> {
             ));
             figures.push_str(&figure(&chart));
             n += 1;
+            if let Some(sc) = t
+                .scores
+                .as_ref()
+                .filter(|s| !s.before.is_empty() || !s.after.is_empty())
+            {
+                let series = [
+                    ("before training".to_string(), sc.before.clone()),
+                    ("after training".to_string(), sc.after.clone()),
+                ];
+                let mut h = histogram(
+                    &format!(
+                        "Toxicity of each test prompt: P({}) before vs after",
+                        t.label
+                    ),
+                    &format!("P({})", t.label),
+                    &series,
+                )?
+                .chart;
+                h.caption = Some(format!(
+                    "P({}) of the initial and the trained policy's response to each of the {} \
+                     test prompts (toxicity.json).",
+                    t.label, t.samples
+                ));
+                figures.push_str(&figure(&h));
+                n += 1;
+            }
         }
         (None, Some(b)) => {
             s.push_str(&para(
@@ -349,8 +375,8 @@ fn toxicity_part(ppo: &PpoRun) -> Result<(String, usize), ReportError> {
             .chart;
             h.caption = Some(format!(
                 "The reward model's score of the initial and the trained policy's response to \
-                 each of the {} prompts of comparison.json (higher: less toxic). The run keeps \
-                 toxicity only as mean and std, so these are its per-prompt numbers.",
+                 each of the {} prompts of comparison.json (the lab's reward: higher is less \
+                 toxic).",
                 rows.len()
             ));
             figures.push_str(&figure(&h));

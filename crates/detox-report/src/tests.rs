@@ -133,7 +133,8 @@ fn ppo_run(dir: &Path) {
     write(
         &dir.join("toxicity.json"),
         &json!({"after": {"mean": 0.02, "std": 0.01}, "before": {"mean": 0.04, "std": 0.02},
-            "improvement_pct": {"mean": 50.0, "std": null}, "label": "hate", "samples": 11})
+            "improvement_pct": {"mean": 50.0, "std": null}, "label": "hate", "samples": 11,
+            "scores": {"before": [0.01, 0.02, 0.09, 0.04], "after": [0.01, 0.005, 0.03, 0.02]}})
         .to_string(),
     );
     let comparison: Vec<_> = REWARDS
@@ -355,6 +356,19 @@ fn a_page_of_all_three_kinds_has_every_chart_with_its_points() {
         text.contains("improvement %") && text.contains("50"),
         "{text}"
     );
+    // each test prompt's toxicity before and after: two histograms on one axis
+    let th = figure(
+        &figs,
+        "Toxicity of each test prompt: P(hate) before vs after",
+    );
+    for name in ["before training", "after training"] {
+        assert!(
+            (1..=4).contains(&th.bars(name)),
+            "{name}: {} bars",
+            th.bars(name)
+        );
+        assert_eq!(th.polylines(name), [2], "{name}: the mean line");
+    }
     // the comparison's rewards as two histograms on one axis: bars of each colour, one per
     // non-empty bin, and a mean line each
     let hist = figure(&figs, "Reward of each comparison prompt: before vs after");

@@ -11,7 +11,6 @@
 //! `best/` (the model directory and its `eval_metrics.json`).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -44,7 +43,13 @@ type RobertaOptimizer<B> = OptimizerAdaptor<AdamW, Roberta<B>, B>;
 
 const METRICS_FILE: &str = "metrics.jsonl";
 /// What a classifier run writes into its directory (`--overwrite` deletes these, and only these).
-pub const CLASSIFIER_OUTPUTS: &[&str] = &[METRICS_FILE, "checkpoint-*", "final", "best"];
+pub const CLASSIFIER_OUTPUTS: &[&str] = &[
+    METRICS_FILE,
+    "checkpoint-*",
+    "final",
+    "best",
+    runlog::RUN_INFO_FILE,
+];
 /// The validation metrics of the model in `best/`.
 pub const EVAL_METRICS_FILE: &str = "eval_metrics.json";
 
@@ -407,15 +412,12 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
         let total = self.schedule.total;
         let pb = runlog::progress_bar(total, self.step, show_progress);
         let (mut first_loss, mut last_loss) = (None, None);
-        let (mut window_loss, mut window_steps, mut window_start) = (0.0, 0usize, Instant::now());
-        let mut window_examples = 0usize;
+        let mut window = runlog::Window::new();
         while self.step < total {
             let (loss, lr, norm, examples) = self.train_step()?;
             first_loss.get_or_insert(loss);
             last_loss = Some(loss);
-            window_loss += loss;
-            window_steps += 1;
-            window_examples += examples;
+            window.add(loss, examples);
             pb.set_position(self.step as u64);
             pb.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
             let at_end = self.step == total;
@@ -437,21 +439,13 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
                 });
             }
             if at_end || self.step % self.cfg.log_every == 0 || eval.is_some() {
-                let secs = window_start.elapsed().as_secs_f64().max(1e-9);
-                let mut row = serde_json::json!({
-                    "epoch": (self.stream.epoch_progress() * 1e4).round() / 1e4,
-                    "grad_norm": norm,
-                    "loss": window_loss / window_steps.max(1) as f64,
-                    "lr": lr,
-                    "step": self.step,
-                    "examples_per_s": window_examples as f64 / secs,
-                });
+                let epoch = self.stream.epoch_progress();
+                let mut row = window.row(self.step, epoch, lr, norm, "examples_per_s");
                 if let Some(e) = &eval {
                     row["eval"] = serde_json::to_value(e).expect("json");
                 }
                 runlog::append_jsonl(&metrics, &row).map_err(io_err(&metrics))?;
-                (window_loss, window_steps, window_start, window_examples) =
-                    (0.0, 0, Instant::now(), 0);
+                window = runlog::Window::new();
             }
             crate::checkpoint::after_step(self, self.cfg.save_every, total, &pb)?;
         }

@@ -58,7 +58,7 @@ pub type T5Optimizer<B> = OptimizerAdaptor<AdamW, T5<B>, B>;
 
 const METRICS_FILE: &str = "metrics.jsonl";
 /// What a fine-tuning run writes into its directory (`--overwrite` deletes these, and only these).
-pub const RUN_OUTPUTS: &[&str] = &[METRICS_FILE, "checkpoint-*", "final"];
+pub const RUN_OUTPUTS: &[&str] = &[METRICS_FILE, "checkpoint-*", "final", runlog::RUN_INFO_FILE];
 
 /// Everything that stops a fine-tuning run; each names what is at fault.
 #[derive(Debug, thiserror::Error)]

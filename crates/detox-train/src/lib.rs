@@ -5,6 +5,8 @@
 //! checkpoints and resume ([`finetune`]). What fine-tuning and `detox-ppo` share: optimizer and
 //! trainer state files and the latest-checkpoint lookup ([`checkpoint`]), the run directory's
 //! lock ([`runlock`]), progress and JSONL metrics ([`runlog`]) and SIGINT/SIGTERM ([`interrupt`]).
+//! Beside them: sequence classifiers ([`classifier`]) and reward models from preference pairs
+//! ([`preferences`], [`reward`], trl's `RewardTrainer`).
 //! Generic over burn's `AutodiffBackend`.
 
 pub mod checkpoint;
@@ -21,6 +23,8 @@ pub mod keywords;
 pub mod loss;
 pub mod naive_bayes;
 pub mod optim;
+pub mod preferences;
+pub mod reward;
 pub mod runlock;
 pub mod runlog;
 pub mod schedule;

@@ -47,4 +47,6 @@ pub use error::LabError;
 pub use iteration::{ClassifierReward, IterationStats, LabLoop, Reward};
 pub use report::{comparison_rows, write_comparison, ComparisonRow};
 pub use run::{LabRun, LabSummary, RUN_OUTPUTS};
-pub use toxicity::{evaluate_toxicity, toxicity_of, MeanStd, Toxicity, ToxicityReport};
+pub use toxicity::{
+    evaluate_toxicity, toxicity_of, BeforeAfter, MeanStd, Toxicity, ToxicityReport,
+};

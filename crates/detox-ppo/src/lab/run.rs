@@ -29,7 +29,7 @@ use super::iteration::{ClassifierReward, LabLoop};
 use super::report::{comparison_rows, write_comparison, write_pretty_json, ComparisonRow};
 use super::toxicity::{evaluate_toxicity, Toxicity, ToxicityReport};
 use crate::model::{load_policy, reference_model, ReferenceKind, Seq2SeqLMWithValueHead};
-use crate::reward::load_reward_model;
+use crate::reward::{load_reward_model, Classifier};
 use crate::trainer::{PpoState, PpoTrainer};
 
 const STATS_FILE: &str = "stats.jsonl";
@@ -44,6 +44,7 @@ pub const RUN_OUTPUTS: &[&str] = &[
     "comparison.csv",
     "comparison.json",
     "comparison.txt",
+    runlog::RUN_INFO_FILE,
 ];
 
 /// Paths and switches of `detox ppo` (the rest is in [`LabConfig`]).
@@ -52,12 +53,18 @@ pub struct LabRun {
     pub model: PathBuf,
     pub adapter: Option<PathBuf>,
     pub reward_model: PathBuf,
+    /// The classifier that measures toxicity before and after (`None`: the reward model, as in
+    /// the lab; another one when the reward is not a toxicity classifier, e.g. one trained on
+    /// human preferences by `detox train-reward`).
+    pub toxicity_model: Option<PathBuf>,
     pub dataset: PathBuf,
     pub out: PathBuf,
     /// Refuse a directory that holds a run, continue it, or delete it first.
     pub start: RunStart,
     pub progress: bool,
     pub config: LabConfig,
+    /// The device as the user named it (recorded in `run_info.json`).
+    pub device_name: String,
 }
 
 /// What a finished run reports.
@@ -78,6 +85,8 @@ struct Prepared<B: AutodiffBackend> {
     lab: LabLoop<B, Reward<B>>,
     /// The test prompts (toxicity and comparison).
     test: Vec<Query>,
+    /// The toxicity classifier when it is not the reward model.
+    toxicity_classifier: Option<Classifier<B::InnerBackend>>,
     toxic_label: usize,
     /// The policy before training: the comparison's "before", the reference of kind `initial`.
     initial: Seq2SeqLMWithValueHead<B::InnerBackend>,
@@ -104,7 +113,7 @@ impl<B: AutodiffBackend> Prepared<B> {
         let (t, _) = evaluate_toxicity(
             model,
             &r.tokenizer,
-            &r.classifier,
+            self.toxicity_classifier.as_ref().unwrap_or(&r.classifier),
             self.toxic_label,
             &self.test,
             &cfg.toxicity,
@@ -129,6 +138,8 @@ impl LabRun {
         let cfg = &self.config;
         cfg.validate()?;
         let _lock = open_run_dir(&self.out, self.start, RUN_OUTPUTS)?;
+        let info = self.out.join(runlog::RUN_INFO_FILE);
+        runlog::record_start(&self.out, &self.device_name).map_err(io_err(&info))?;
         let mut p = self.prepare::<B>(device)?;
         let before = self.toxicity_before(&p)?;
         if self.resuming() {
@@ -169,7 +180,15 @@ impl LabRun {
             tokenizer,
             classifier,
         };
-        let toxic_label = reward.classifier.label(&cfg.toxicity.label)?;
+        let toxicity_classifier = self
+            .toxicity_model
+            .as_ref()
+            .map(|dir| load_reward_model::<B::InnerBackend>(dir, cfg.toxicity.batch_size, device))
+            .transpose()?;
+        let toxic_label = toxicity_classifier
+            .as_ref()
+            .unwrap_or(&reward.classifier)
+            .label(&cfg.toxicity.label)?;
         let start = self.policy_start::<B>(device)?;
         Ok(Prepared {
             lab: LabLoop {
@@ -180,6 +199,7 @@ impl LabRun {
                 device: device.clone(),
             },
             test,
+            toxicity_classifier,
             toxic_label,
             initial: start.initial,
             lora: start.lora,

@@ -22,6 +22,9 @@ pub struct Toxicity {
     pub mean: f64,
     pub std: f64,
     pub n: usize,
+    /// P(toxic) of each text, in prompt order (absent from files written before it was kept).
+    #[serde(default)]
+    pub scores: Vec<f64>,
 }
 
 /// A mean and a standard deviation.
@@ -43,6 +46,15 @@ pub struct ToxicityReport {
     pub label: String,
     /// Texts measured.
     pub samples: usize,
+    /// P(toxic) of each text before and after, in prompt order (the report's histograms).
+    pub scores: BeforeAfter,
+}
+
+/// Per-text numbers before and after training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BeforeAfter {
+    pub after: Vec<f64>,
+    pub before: Vec<f64>,
 }
 
 impl ToxicityReport {
@@ -62,6 +74,10 @@ impl ToxicityReport {
             },
             label: label.to_string(),
             samples: after.n,
+            scores: BeforeAfter {
+                after: after.scores.clone(),
+                before: before.scores.clone(),
+            },
         }
     }
 }
@@ -102,7 +118,16 @@ pub fn evaluate_toxicity<B: Backend>(
     }
     let probs = scores(classifier, &texts, toxic_label, RewardOutput::Probability)?;
     let (mean, std) = mean_std(&probs);
-    Ok((Toxicity { mean, std, n }, probs))
+    let scores = probs.iter().map(|&p| p as f64).collect();
+    Ok((
+        Toxicity {
+            mean,
+            std,
+            n,
+            scores,
+        },
+        probs,
+    ))
 }
 
 /// `detox toxicity`: the toxicity of a model (optionally with an adapter) on the first
@@ -151,16 +176,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_report_writes_the_json_toxicity_json_always_had() {
+    fn the_report_writes_the_json_toxicity_json_always_had_plus_the_per_text_scores() {
         let before = Toxicity {
             mean: 0.2,
             std: 0.0,
-            n: 11,
+            n: 2,
+            scores: vec![0.2, 0.2],
         };
         let after = Toxicity {
             mean: 0.1,
             std: 0.05,
-            n: 11,
+            n: 2,
+            scores: vec![0.05, 0.15],
         };
         let report = ToxicityReport::new(&before, &after, "hate");
         // what the run wrote before the report had a type (`std` 0 -> improvement NaN -> null)
@@ -173,6 +200,7 @@ mod tests {
             },
             "samples": after.n,
             "label": "hate",
+            "scores": {"before": [0.2, 0.2], "after": [0.05, 0.15]},
         });
         assert_eq!(
             serde_json::to_string_pretty(&report).unwrap(),
