@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-use common::{arg, detox, ok, scratch_dir};
+use common::{arg, detox, ok, scratch_dir, serve_annotate as serve};
 
 fn write_evaluation(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("evaluation.json");
@@ -23,35 +21,6 @@ fn write_evaluation(dir: &Path) -> std::path::PathBuf {
     });
     std::fs::write(&p, e.to_string()).unwrap();
     p
-}
-
-/// Starts `detox annotate` on a free port; returns the child and its base URL.
-fn serve(items: &Path, db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_detox"))
-        .args([
-            "annotate",
-            "--items",
-            &arg(items),
-            "--db",
-            &arg(db),
-            "--bind",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("serving on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    (child, url)
 }
 
 fn page(url: &str, who: &str) -> String {

@@ -7,34 +7,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-use common::{arg, detox, fixtures, ok, scratch_dir};
+use common::{arg, detox, fixtures, ok, scratch_dir, serve_annotate as serve};
 use serde_json::Value;
-
-/// Starts `detox annotate` on a free port; returns the child and its base URL.
-fn serve(items: &Path, db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_detox"))
-        .args(["annotate", "--items", &arg(items), "--db", &arg(db)])
-        .args(["--bind", "127.0.0.1:0", "--overlap", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("serving on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    (child, url)
-}
 
 fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")

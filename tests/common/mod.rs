@@ -225,3 +225,37 @@ pub fn jsonl_column<T: serde::de::DeserializeOwned>(path: &std::path::Path, key:
         })
         .collect()
 }
+
+/// Starts `detox annotate --items ITEMS --db DB` on a free port of 127.0.0.1; returns the child
+/// and its base URL.
+pub fn serve_annotate(
+    items: &std::path::Path,
+    db: &std::path::Path,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_detox"))
+        .args([
+            "annotate",
+            "--items",
+            &arg(items),
+            "--db",
+            &arg(db),
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (child, url)
+}

@@ -179,7 +179,11 @@ fn an_annotator_rates_an_item_in_chromium() {
         c.perform_actions(submit).await.unwrap();
         let t = Instant::now();
         loop {
-            let p = c.find(Locator::Id("progress")).await.unwrap().text().await.unwrap();
+            // while the next page loads, the element may be gone for a moment: not yet
+            let p = match c.find(Locator::Id("progress")).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
             if p == "1 / 2" {
                 break;
             }

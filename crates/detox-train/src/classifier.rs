@@ -37,6 +37,7 @@ use crate::finetune::{
 use crate::runlock::{open_run_dir, RunLock};
 use crate::runlog;
 use crate::schedule::LinearSchedule;
+use crate::scored_loop::{LoopSettings, ScoredRun};
 
 pub type Roberta<B> = RobertaForSequenceClassification<B>;
 type RobertaOptimizer<B> = OptimizerAdaptor<AdamW, Roberta<B>, B>;
@@ -406,50 +407,9 @@ impl<B: AutodiffBackend> ClassifierTrainer<B> {
     /// Trains to the end: logs, evaluates (keeping `best/`), checkpoints, writes `final/`.
     pub fn run(&mut self, show_progress: bool) -> Result<ClassifierSummary, TrainError> {
         let metrics = self.out.join(METRICS_FILE);
-        if self.resumed_from.is_some() {
-            runlog::trim_jsonl_to_step(&metrics, self.step).map_err(io_err(&metrics))?;
-        }
-        let total = self.schedule.total;
-        let pb = runlog::progress_bar(total, self.step, show_progress);
-        let (mut first_loss, mut last_loss) = (None, None);
-        let mut window = runlog::Window::new();
-        while self.step < total {
-            let (loss, lr, norm, examples) = self.train_step()?;
-            first_loss.get_or_insert(loss);
-            last_loss = Some(loss);
-            window.add(loss, examples);
-            pb.set_position(self.step as u64);
-            pb.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
-            let at_end = self.step == total;
-            let eval = if at_end || self.cfg.eval_every.is_some_and(|n| self.step % n == 0) {
-                self.evaluate_and_keep_best()?
-            } else {
-                None
-            };
-            if let Some(e) = &eval {
-                pb.suspend(|| {
-                    eprintln!(
-                        "step {}: eval loss {:.4} accuracy {:.4} macro-F1 {:.4} ROC-AUC {}",
-                        self.step,
-                        e.loss,
-                        e.metrics.accuracy,
-                        e.metrics.macro_f1,
-                        e.metrics.roc_auc.map_or("-".into(), |a| format!("{a:.4}"))
-                    )
-                });
-            }
-            if at_end || self.step % self.cfg.log_every == 0 || eval.is_some() {
-                let epoch = self.stream.epoch_progress();
-                let mut row = window.row(self.step, epoch, lr, norm, "examples_per_s");
-                if let Some(e) = &eval {
-                    row["eval"] = serde_json::to_value(e).expect("json");
-                }
-                runlog::append_jsonl(&metrics, &row).map_err(io_err(&metrics))?;
-                window = runlog::Window::new();
-            }
-            crate::checkpoint::after_step(self, self.cfg.save_every, total, &pb)?;
-        }
-        pb.finish_and_clear();
+        let resumed = self.resumed_from.is_some();
+        let (first_loss, last_loss) =
+            crate::scored_loop::run_scored(self, &metrics, resumed, show_progress)?;
         let last_checkpoint = self.checkpoint_of_step()?;
         let final_dir = self.out.join("final");
         write_dir_atomic(&final_dir, |tmp| self.write_model(tmp))?;
@@ -545,6 +505,45 @@ fn read_state(dir: &Path) -> Result<ClassifierState, TrainError> {
         path,
         msg: format!("not a detox classifier trainer state: {e}"),
     })
+}
+
+impl<B: AutodiffBackend> ScoredRun for ClassifierTrainer<B> {
+    type Eval = EvalResult;
+
+    fn train_step(&mut self) -> Result<(f64, f64, f64, usize), TrainError> {
+        ClassifierTrainer::train_step(self)
+    }
+
+    fn evaluate_and_keep_best(&mut self) -> Result<Option<EvalResult>, TrainError> {
+        ClassifierTrainer::evaluate_and_keep_best(self)
+    }
+
+    fn eval_line(&self, e: &EvalResult) -> String {
+        format!(
+            "eval loss {:.4} accuracy {:.4} macro-F1 {:.4} ROC-AUC {}",
+            e.loss,
+            e.metrics.accuracy,
+            e.metrics.macro_f1,
+            e.metrics.roc_auc.map_or("-".into(), |a| format!("{a:.4}"))
+        )
+    }
+
+    fn total_steps(&self) -> usize {
+        self.schedule.total
+    }
+
+    fn epoch_progress(&self) -> f64 {
+        self.stream.epoch_progress()
+    }
+
+    fn loop_settings(&self) -> LoopSettings {
+        LoopSettings {
+            eval_every: self.cfg.eval_every,
+            save_every: self.cfg.save_every,
+            log_every: self.cfg.log_every,
+            rate_key: "examples_per_s",
+        }
+    }
 }
 
 impl<B: AutodiffBackend> Checkpointed for ClassifierTrainer<B> {

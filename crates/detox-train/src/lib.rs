@@ -28,6 +28,7 @@ pub mod reward;
 pub mod runlock;
 pub mod runlog;
 pub mod schedule;
+pub mod scored_loop;
 pub mod word_dropout;
 
 pub use clip::{clip_grad_norm, grad_norm};

@@ -47,6 +47,7 @@ use crate::preferences::PreferencePair;
 use crate::runlock::{open_run_dir, RunLock};
 use crate::runlog;
 use crate::schedule::LinearSchedule;
+use crate::scored_loop::{LoopSettings, ScoredRun};
 
 pub type Roberta<B> = RobertaForSequenceClassification<B>;
 type RewardOptimizer<B> = OptimizerAdaptor<AdamW, Roberta<B>, B>;
@@ -250,7 +251,7 @@ pub struct RewardState {
 }
 
 /// The held-out numbers of one evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RewardEval {
     pub loss: f64,
     pub accuracy: f64,
@@ -622,46 +623,9 @@ impl<B: AutodiffBackend> RewardTrainer<B> {
     /// selected model at the top of the run directory.
     pub fn run(&mut self, show_progress: bool) -> Result<RewardSummary, TrainError> {
         let metrics = self.out.join(METRICS_FILE);
-        if self.resumed_from.is_some() {
-            runlog::trim_jsonl_to_step(&metrics, self.step).map_err(io_err(&metrics))?;
-        }
-        let total = self.schedule.total;
-        let pb = runlog::progress_bar(total, self.step, show_progress);
-        let (mut first_loss, mut last_loss) = (None, None);
-        let mut window = runlog::Window::new();
-        while self.step < total {
-            let (loss, lr, norm, pairs) = self.train_step()?;
-            first_loss.get_or_insert(loss);
-            last_loss = Some(loss);
-            window.add(loss, pairs);
-            pb.set_position(self.step as u64);
-            pb.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
-            let at_end = self.step == total;
-            let eval = if at_end || self.cfg.eval_every.is_some_and(|n| self.step % n == 0) {
-                self.evaluate_and_keep_best()?
-            } else {
-                None
-            };
-            if let Some(e) = &eval {
-                pb.suspend(|| {
-                    eprintln!(
-                        "step {}: held-out loss {:.4} accuracy {:.4} (chosen {:.3}, rejected {:.3})",
-                        self.step, e.loss, e.accuracy, e.reward_chosen_mean, e.reward_rejected_mean
-                    )
-                });
-            }
-            if at_end || self.step % self.cfg.log_every == 0 || eval.is_some() {
-                let epoch = self.stream.epoch_progress();
-                let mut row = window.row(self.step, epoch, lr, norm, "pairs_per_s");
-                if let Some(e) = &eval {
-                    row["eval"] = serde_json::to_value(e).expect("json");
-                }
-                runlog::append_jsonl(&metrics, &row).map_err(io_err(&metrics))?;
-                window = runlog::Window::new();
-            }
-            crate::checkpoint::after_step(self, self.cfg.save_every, total, &pb)?;
-        }
-        pb.finish_and_clear();
+        let resumed = self.resumed_from.is_some();
+        let (first_loss, last_loss) =
+            crate::scored_loop::run_scored(self, &metrics, resumed, show_progress)?;
         self.checkpoint_of_step()?;
         let final_dir = self.out.join("final");
         write_dir_atomic(&final_dir, |tmp| self.write_model(tmp))?;
@@ -675,9 +639,7 @@ impl<B: AutodiffBackend> RewardTrainer<B> {
                     path: path.clone(),
                     msg: e.to_string(),
                 })?;
-            serde_json::from_value::<RewardEvalRecord>(v["held_out"].clone())
-                .ok()
-                .map(RewardEvalRecord::into_eval)
+            serde_json::from_value::<RewardEval>(v["held_out"].clone()).ok()
         } else {
             self.publish(&final_dir)?;
             None
@@ -693,28 +655,6 @@ impl<B: AutodiffBackend> RewardTrainer<B> {
     }
 }
 
-/// [`RewardEval`] as read back from `reward_metrics.json`.
-#[derive(Deserialize)]
-struct RewardEvalRecord {
-    loss: f64,
-    accuracy: f64,
-    reward_chosen_mean: f64,
-    reward_rejected_mean: f64,
-    pairs: usize,
-}
-
-impl RewardEvalRecord {
-    fn into_eval(self) -> RewardEval {
-        RewardEval {
-            loss: self.loss,
-            accuracy: self.accuracy,
-            reward_chosen_mean: self.reward_chosen_mean,
-            reward_rejected_mean: self.reward_rejected_mean,
-            pairs: self.pairs,
-        }
-    }
-}
-
 fn read_state(dir: &Path) -> Result<RewardState, TrainError> {
     let path = dir.join(TRAINER_STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
@@ -722,6 +662,42 @@ fn read_state(dir: &Path) -> Result<RewardState, TrainError> {
         path,
         msg: format!("not a detox reward trainer state: {e}"),
     })
+}
+
+impl<B: AutodiffBackend> ScoredRun for RewardTrainer<B> {
+    type Eval = RewardEval;
+
+    fn train_step(&mut self) -> Result<(f64, f64, f64, usize), TrainError> {
+        RewardTrainer::train_step(self)
+    }
+
+    fn evaluate_and_keep_best(&mut self) -> Result<Option<RewardEval>, TrainError> {
+        RewardTrainer::evaluate_and_keep_best(self)
+    }
+
+    fn eval_line(&self, e: &RewardEval) -> String {
+        format!(
+            "held-out loss {:.4} accuracy {:.4} (chosen {:.3}, rejected {:.3})",
+            e.loss, e.accuracy, e.reward_chosen_mean, e.reward_rejected_mean
+        )
+    }
+
+    fn total_steps(&self) -> usize {
+        self.schedule.total
+    }
+
+    fn epoch_progress(&self) -> f64 {
+        self.stream.epoch_progress()
+    }
+
+    fn loop_settings(&self) -> LoopSettings {
+        LoopSettings {
+            eval_every: self.cfg.eval_every,
+            save_every: self.cfg.save_every,
+            log_every: self.cfg.log_every,
+            rate_key: "pairs_per_s",
+        }
+    }
 }
 
 impl<B: AutodiffBackend> Checkpointed for RewardTrainer<B> {
