@@ -59,7 +59,10 @@ impl<B: Backend> ModuleMapper<B> for GradsAsParams<'_> {
 
 /// A module's tensors by transformers' name, as `save` writes them (PyTorch layouts).
 fn hf_tensors<B: Backend>(model: &Roberta<B>, tag: &str) -> HashMap<String, Vec<f32>> {
-    let dir = common::scratch_dir("detox-parity-reward", tag);
+    // a directory of its own per call: the ndarray and flex tests run at once in one process
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = common::scratch_dir("detox-parity-reward", &format!("{tag}-{n}"));
     detox_hub::save::write_roberta_files(model, &dir).unwrap();
     let t = read_st(&dir.join("model.safetensors"));
     let _ = std::fs::remove_dir_all(&dir);
