@@ -33,6 +33,10 @@ pub struct PpoBenchArgs {
     /// Also time whole lab iterations (generate + reward + step).
     #[arg(long)]
     pub iteration: bool,
+    /// In the lab iteration, keep the policy's log-probs and values from the decode loop
+    /// (true, `detox ppo`'s default) or recompute them as trl does (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub rollout_from_generation: bool,
     /// PPO steps to time (the first one includes warm-up).
     #[arg(long, default_value_t = 2)]
     pub repeats: usize,
@@ -87,7 +91,8 @@ impl AutodiffJob for PpoBench {
         out["steps"] = serde_json::json!(steps);
         out["peak_rss_mb_after_steps"] = serde_json::json!(peak_rss_mb());
         if a.iteration {
-            out["iteration"] = time_iteration(trainer, queries, rng, &device)?;
+            out["iteration"] =
+                time_iteration(trainer, queries, rng, a.rollout_from_generation, &device)?;
         }
         let peak = peak_rss_mb();
         out["peak_rss_mb"] = serde_json::json!(peak);
@@ -229,6 +234,7 @@ fn time_iteration<B: AutodiffBackend>(
     trainer: PpoTrainer<B>,
     queries: Vec<Vec<u32>>,
     rng: StdRng,
+    rollout_from_generation: bool,
     device: &B::Device,
 ) -> Result<serde_json::Value> {
     let rc: RobertaConfig = serde_json::from_str(ROBERTA_BASE).expect("built-in config");
@@ -246,7 +252,8 @@ fn time_iteration<B: AutodiffBackend>(
         rng,
         device: device.clone(),
     };
-    let config = LabConfig::default();
+    let mut config = LabConfig::default();
+    config.run.rollout_from_generation = rollout_from_generation;
     let device = device.clone();
     let mut lab = LabLoop {
         trainer,
@@ -264,5 +271,7 @@ fn time_iteration<B: AutodiffBackend>(
         "seconds": it.seconds_total, "generate": it.seconds_generate,
         "reward": it.seconds_reward, "step": it.seconds_step,
         "new_tokens": it.new_tokens, "limits": it.limits,
+        "rollout_from_generation": rollout_from_generation,
+        "step_forward_pass": it.stats.get("time/ppo/forward_pass"),
     }))
 }

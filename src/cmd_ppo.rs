@@ -110,6 +110,11 @@ pub struct PpoArgs {
     /// Checkpoint every N steps.
     #[arg(long)]
     pub save_every: Option<usize>,
+    /// Keep the policy's log-probs and values from the decode loop instead of recomputing them
+    /// in the step (the config's [run] rollout_from_generation, default true; false: trl's
+    /// recomputation).
+    #[arg(long)]
+    pub rollout_from_generation: Option<bool>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Continue the run in --out from its latest checkpoint.
@@ -163,6 +168,9 @@ impl PpoArgs {
         }
         if let Some(v) = self.save_every {
             c.run.save_every = v;
+        }
+        if let Some(v) = self.rollout_from_generation {
+            c.run.rollout_from_generation = v;
         }
         if let Some(v) = self.seed {
             c.run.seed = v;

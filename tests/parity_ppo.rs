@@ -20,9 +20,10 @@ use std::path::Path;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
 use common::fixtures;
 use detox_ppo::lab::write_policy;
-use detox_ppo::{load_policy, reference_model, PpoTrainer, ReferenceKind};
+use detox_ppo::{load_policy, reference_model, replay_rollout, PpoTrainer, ReferenceKind};
 use detox_rl::PpoConfig;
 use serde_json::Value;
 
@@ -112,8 +113,36 @@ fn ppo_config(fx: &Value) -> PpoConfig {
     serde_json::from_value(c).unwrap()
 }
 
+/// How the step gets the policy's rollout log-probs and values.
+#[derive(Clone, Copy, PartialEq)]
+enum Rollout {
+    /// trl's `batched_forward_pass` over queries and responses.
+    Recomputed,
+    /// Kept from the cached decode loop, the fixture's responses replayed through it
+    /// (`detox ppo --rollout-from-generation true`).
+    FromDecodeLoop,
+}
+
+/// `m` with the positions past each row's response (padding) set to 0: where the rollout
+/// kept from the decode loop has no value (trl's forward pass computes some on the padding;
+/// every use masks them out).
+fn real_positions_only(m: &[f32], responses: &[Vec<u32>]) -> Vec<f32> {
+    let cols = m.len() / responses.len();
+    let mut out = m.to_vec();
+    for (r, resp) in responses.iter().enumerate() {
+        for c in resp.len().saturating_sub(1)..cols {
+            out[r * cols + c] = 0.0;
+        }
+    }
+    out
+}
+
 fn run_case(case: &str) {
-    let (mut trainer, fx, lora) = trainer_for(case);
+    run_case_with::<Ad>(case, Rollout::Recomputed)
+}
+
+fn run_case_with<B: AutodiffBackend>(case: &str, rollout: Rollout) {
+    let (mut trainer, fx, lora) = trainer_for::<B>(case);
     let dir = fixtures().join("ppo").join(case);
     let config = trainer.config.clone();
     assert!(trainer.trl_clip_quirk);
@@ -145,14 +174,19 @@ fn run_case(case: &str) {
         let scores = flat(&st["scores"]);
         let kl_before = trainer.state.kl_ctl.value();
         assert!((kl_before - st["kl_coef_used"].as_f64().unwrap()).abs() < 1e-12);
-        let out = trainer
-            .step_with_permutations(
-                &rows_u32(&st["queries"]),
-                &rows_u32(&st["responses"]),
-                &scores,
-                Some(&perms_all),
-            )
-            .unwrap();
+        let (queries, responses) = (rows_u32(&st["queries"]), rows_u32(&st["responses"]));
+        let out = match rollout {
+            Rollout::Recomputed => {
+                trainer.step_with_permutations(&queries, &responses, &scores, Some(&perms_all))
+            }
+            Rollout::FromDecodeLoop => {
+                let q: Vec<&[u32]> = queries.iter().map(|q| q.as_slice()).collect();
+                let device = trainer.device().clone();
+                let known = replay_rollout(&trainer.policy().valid(), &q, &responses, &device);
+                trainer.step_reusing(&queries, &responses, &scores, &known, Some(&perms_all))
+            }
+        }
+        .unwrap();
         let r = &out.record;
         tol.check("scores_used", &r.scores, &flat(&st["scores_used"]));
         tol.check("masks", &r.masks.data, &flat(&st["masks"]));
@@ -167,7 +201,21 @@ fn run_case(case: &str) {
             ("advantages", &r.advantages),
             ("returns", &r.returns),
         ] {
-            tol.check(name, &got.data, &flat(&st[name]));
+            let want = flat(&st[name]);
+            let padding_differs = rollout == Rollout::FromDecodeLoop
+                && matches!(
+                    name,
+                    "logprobs" | "values_rollout" | "rewards" | "non_score_reward" | "kls"
+                );
+            if padding_differs {
+                tol.check(
+                    name,
+                    &real_positions_only(&got.data, &responses),
+                    &real_positions_only(&want, &responses),
+                );
+            } else {
+                tol.check(name, &got.data, &want);
+            }
         }
         let mbs = st["minibatches"].as_array().unwrap();
         assert_eq!(r.minibatches.len(), mbs.len(), "step {k}: minibatch count");
@@ -297,6 +345,20 @@ fn ppo_step_matches_trl_default_case() {
     run_case("default");
 }
 
+/// The policy's log-probs and values kept from the decode loop (one cached token per step)
+/// instead of recomputed by the rollout pass: the two steps still match trl's record.
+#[test]
+fn ppo_step_with_the_rollout_from_the_decode_loop_matches_trl() {
+    run_case_with::<Ad>("default", Rollout::FromDecodeLoop);
+}
+
+/// The same on burn-flex (`--device cpu`), whose decode loop runs the fused few-row and
+/// cached-attention kernels.
+#[test]
+fn ppo_step_with_the_rollout_from_the_decode_loop_matches_trl_on_flex() {
+    run_case_with::<Autodiff<burn_flex::Flex>>("default", Rollout::FromDecodeLoop);
+}
+
 #[test]
 fn ppo_step_matches_trl_full_kl_whitened_accumulated_early_stopped() {
     run_case("full_scaled");
@@ -304,13 +366,15 @@ fn ppo_step_matches_trl_full_kl_whitened_accumulated_early_stopped() {
 
 /// The fixture's policy (t5-tiny + its LoRA adapter + value head), the adapter-disabled
 /// reference and trl's config, as `PPOTrainer(config, model, ref_model=None)`.
-fn trainer_for(case: &str) -> (PpoTrainer<Ad>, Value, Option<detox_models::LoraConfig>) {
+fn trainer_for<B: AutodiffBackend>(
+    case: &str,
+) -> (PpoTrainer<B>, Value, Option<detox_models::LoraConfig>) {
     let dir = fixtures().join("ppo").join(case);
     let fx: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
     let config = ppo_config(&fx);
     let device = Default::default();
-    let (policy, lora) = load_policy::<Ad>(
+    let (policy, lora) = load_policy::<B>(
         &fixtures().join("t5-tiny"),
         Some(&dir.join("adapter")),
         None,
@@ -324,7 +388,7 @@ fn trainer_for(case: &str) -> (PpoTrainer<Ad>, Value, Option<detox_models::LoraC
 }
 
 fn default_trainer() -> (PpoTrainer<Ad>, Value) {
-    let (t, fx, _) = trainer_for("default");
+    let (t, fx, _) = trainer_for::<Ad>("default");
     (t, fx)
 }
 

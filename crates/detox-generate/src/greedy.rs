@@ -5,8 +5,43 @@ use detox_models::T5ForConditionalGeneration;
 use rand::rngs::StdRng;
 
 use crate::logits::{argmax, sample, warp_logits};
-use crate::step::{apply_processors, index_tensor, next_logits};
+use crate::step::{apply_processors, index_tensor, next_hidden_and_logits};
 use crate::GenerationConfig;
+
+/// What a decoding step shows an observer of [`generate_observed`], for the rows still in the
+/// batch (`rows[i]` is row `i`'s index in the input batch).
+pub struct DecodeStep<'a, B: Backend> {
+    /// The 0-based step: the tokens chosen now are the `step + 1`-th of their rows (after the
+    /// decoder start token).
+    pub step: usize,
+    pub rows: &'a [usize],
+    /// The decoder's last hidden state at this position, `[rows, 1, d_model]` (after the final
+    /// layer norm).
+    pub hidden: &'a Tensor<B, 3>,
+    /// The model's logits `[rows * vocab]`, before any processor or warper.
+    pub logits: &'a [f32],
+    /// The token chosen for each row.
+    pub tokens: &'a [u32],
+}
+
+/// Sees each step of [`generate_observed`] and may force its tokens.
+pub trait DecodeObserver<B: Backend> {
+    /// Called once per step, after the tokens are chosen.
+    fn observe(&mut self, step: &DecodeStep<'_, B>);
+
+    /// The token input row `row` must take at `step` instead of choosing one (`None`: choose
+    /// as configured). A forced token is not drawn from the RNG.
+    fn forced(&self, _row: usize, _step: usize) -> Option<u32> {
+        None
+    }
+}
+
+/// Observes nothing.
+struct Unobserved;
+
+impl<B: Backend> DecodeObserver<B> for Unobserved {
+    fn observe(&mut self, _step: &DecodeStep<'_, B>) {}
+}
 
 /// Generates continuations for a batch of prompts (`input_ids`/`attention_mask` `[batch, len]`,
 /// right-padded). Returns, per row, the new ids after the decoder start token, EOS included if
@@ -37,6 +72,29 @@ pub fn generate_with_limits<B: Backend>(
     limits: &[usize],
     rng: &mut StdRng,
 ) -> Vec<Vec<u32>> {
+    generate_observed(
+        model,
+        input_ids,
+        attention_mask,
+        config,
+        limits,
+        rng,
+        &mut Unobserved,
+    )
+}
+
+/// [`generate_with_limits`] that shows every step to `observer` (raw logits and hidden states
+/// of the rows still decoding, the tokens chosen) and lets it force tokens: what keeping the
+/// policy's log-probs and values from the decode loop needs.
+pub fn generate_observed<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    input_ids: Tensor<B, 2, Int>,
+    attention_mask: Tensor<B, 2, Int>,
+    config: &GenerationConfig,
+    limits: &[usize],
+    rng: &mut StdRng,
+    observer: &mut dyn DecodeObserver<B>,
+) -> Vec<Vec<u32>> {
     let special = config.special_tokens(model);
     let [batch, _] = input_ids.dims();
     assert_eq!(limits.len(), batch, "one limit per row");
@@ -59,26 +117,41 @@ pub fn generate_with_limits<B: Backend>(
 
     for step in 0..max_steps {
         let n = active.len();
-        let logits = next_logits(model, &next, &encoder, &mut cache);
+        let (hidden, logits) = next_hidden_and_logits(model, &next, &encoder, &mut cache);
 
         let mut keep = Vec::with_capacity(n);
+        let mut chosen = Vec::with_capacity(n);
         next.clear();
         for (i, row_logits) in logits.chunks(vocab).enumerate() {
-            let mut row = row_logits.to_vec();
             let r = active[i];
-            apply_processors(&mut row, &out[r], step < min_new, special, config);
-            let token = if config.do_sample {
-                warp_logits(&mut row, config.temperature, config.top_k, config.top_p);
-                sample(&row, rng)
-            } else {
-                argmax(&row)
-            } as u32;
+            let token = match observer.forced(r, step) {
+                Some(t) => t,
+                None => {
+                    let mut row = row_logits.to_vec();
+                    apply_processors(&mut row, &out[r], step < min_new, special, config);
+                    (if config.do_sample {
+                        warp_logits(&mut row, config.temperature, config.top_k, config.top_p);
+                        sample(&row, rng)
+                    } else {
+                        argmax(&row)
+                    }) as u32
+                }
+            };
+            chosen.push(token);
             out[r].push(token);
             if token != special.eos && out[r].len() < limits[r] {
                 keep.push(i);
                 next.push(token);
             }
         }
+        observer.observe(&DecodeStep {
+            step,
+            rows: &active,
+            hidden: &hidden,
+            logits: &logits,
+            tokens: &chosen,
+        });
+        drop(hidden);
         if keep.is_empty() {
             break;
         }

@@ -31,7 +31,7 @@ pub use beam::{EarlyStopping, Hypothesis};
 pub use beam_search::beam_search;
 pub use config::{GenerationConfig, SpecialTokens};
 pub use generation_config::GenerationFile;
-pub use greedy::{generate, generate_with_limits};
+pub use greedy::{generate, generate_observed, generate_with_limits, DecodeObserver, DecodeStep};
 pub use logits::{argmax, no_repeat_ngram, repetition_penalty, sample, warp_logits};
 
 /// One returned sequence: its new tokens (EOS included when generated) and, for beam search,

@@ -16,6 +16,17 @@ pub(crate) fn next_logits<B: Backend>(
     encoder: &EncoderOutput<B>,
     cache: &mut T5DecoderCache<B>,
 ) -> Vec<f32> {
+    next_hidden_and_logits(model, next, encoder, cache).1
+}
+
+/// [`next_logits`] and the decoder's last hidden state `[rows, 1, d_model]` they come from
+/// (after the final layer norm: what a value head reads).
+pub(crate) fn next_hidden_and_logits<B: Backend>(
+    model: &T5ForConditionalGeneration<B>,
+    next: &[u32],
+    encoder: &EncoderOutput<B>,
+    cache: &mut T5DecoderCache<B>,
+) -> (Tensor<B, 3>, Vec<f32>) {
     let rows = next.len();
     let ids = Tensor::<B, 2, Int>::from_data(
         TensorData::new(
@@ -25,13 +36,14 @@ pub(crate) fn next_logits<B: Backend>(
         &encoder.hidden.device(),
     );
     let hidden = model.decode(ids, encoder, None, Some(cache));
-    model
-        .lm_logits(hidden)
+    let logits = model
+        .lm_logits(hidden.clone())
         .reshape([rows, model.config.vocab_size])
         .into_data()
         .convert::<f32>()
         .into_vec()
-        .expect("float logits")
+        .expect("float logits");
+    (hidden, logits)
 }
 
 /// transformers' processors on one row's scores, in its order: repetition penalty and

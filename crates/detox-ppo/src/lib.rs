@@ -13,9 +13,11 @@
 pub mod lab;
 pub mod model;
 pub mod reward;
+pub mod rollout;
 pub mod trainer;
 
 pub use model::{load_policy, reference_model, ReferenceKind, Seq2SeqLMWithValueHead};
+pub use rollout::{generate_with_rollout, replay_rollout, PolicyRollout};
 pub use trainer::{
     HostMatrix, MinibatchRecord, PaddedBatch, PolicyOptimizer, PpoState, PpoTrainer, StepOutput,
     StepRecord,

@@ -40,6 +40,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Seq2SeqLMWithValueHead;
+use crate::rollout::PolicyRollout;
 
 /// Adam (torch's, eps 1e-8, no weight decay — burn's AdamW with weight decay 0 is the same
 /// update) over the policy and its value head.
@@ -173,6 +174,60 @@ pub fn reference_forward<B: Backend>(
     seq2seq_forward_outputs(logits, Tensor::zeros([b, n], device), dec, dec_mask)
 }
 
+/// The policy's [`ForwardOutputs`] of `rows` from a [`PolicyRollout`]: log-probs and values
+/// on each row's real positions, zeros on the padding (masked out of every use), the masks as
+/// the forward pass builds them. `logits` (the reference's, unused without the `full` KL
+/// penalty) only fills the field.
+fn known_policy_outputs<B: Backend>(
+    known: &PolicyRollout,
+    batch: &PaddedBatch,
+    rows: &[usize],
+    logits: Tensor<B, 3>,
+    device: &B::Device,
+) -> ForwardOutputs<B> {
+    let [.., dec_mask] = batch.tensors::<B>(rows, device);
+    let [_, n] = dec_mask.dims();
+    let w = n.saturating_sub(1);
+    let padded = |per_row: &[Vec<f32>]| {
+        let mut data = vec![0.0f32; rows.len() * w];
+        for (i, &r) in rows.iter().enumerate() {
+            data[i * w..i * w + per_row[r].len()].copy_from_slice(&per_row[r]);
+        }
+        Tensor::<B, 2>::from_data(TensorData::new(data, [rows.len(), w]), device)
+    };
+    ForwardOutputs {
+        logprobs: padded(&known.logprobs),
+        values: padded(&known.values),
+        masks: detox_rl::seq2seq_response_masks(dec_mask),
+        logits,
+    }
+}
+
+/// One row of log-probs and values per response, `len(response) - 1` long each.
+fn check_policy_rollout(r: &PolicyRollout, responses: &[Vec<u32>]) -> Result<(), RlError> {
+    if r.logprobs.len() != responses.len() || r.values.len() != responses.len() {
+        return Err(RlError::Shape(format!(
+            "policy rollout of {} / {} rows (log-probs / values) for {} responses",
+            r.logprobs.len(),
+            r.values.len(),
+            responses.len()
+        )));
+    }
+    for (i, resp) in responses.iter().enumerate() {
+        let want = resp.len().saturating_sub(1);
+        if r.logprobs[i].len() != want || r.values[i].len() != want {
+            return Err(RlError::Shape(format!(
+                "policy rollout row {i}: {} log-probs and {} values for a response of {} tokens \
+                 (expected {want} each)",
+                r.logprobs[i].len(),
+                r.values[i].len(),
+                resp.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_finite(name: &str, data: &[f32]) -> Result<(), RlError> {
     match data.iter().find(|v| !v.is_finite()) {
         Some(&value) => Err(RlError::NonFinite {
@@ -286,9 +341,28 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         self.step_with_permutations(queries, responses, scores, None)
     }
 
+    /// [`step`](Self::step) with the policy's log-probs and values of the responses already
+    /// known (kept from the decode loop that sampled them, [`crate::rollout`]): the rollout
+    /// pass then runs the reference only.
+    pub fn step_reusing(
+        &mut self,
+        queries: &[Vec<u32>],
+        responses: &[Vec<u32>],
+        scores: &[f32],
+        policy_rollout: &PolicyRollout,
+        permutations: Option<&[Vec<usize>]>,
+    ) -> Result<StepOutput, RlError> {
+        self.step_inner(
+            queries,
+            responses,
+            scores,
+            permutations,
+            Some(policy_rollout),
+        )
+    }
+
     /// [`step`](Self::step) with the permutation of each PPO epoch given (the parity tests
-    /// replay numpy's); `None` draws them from the trainer's seed. Orchestration only, as
-    /// trl's `step`: each stage is a named function below.
+    /// replay numpy's); `None` draws them from the trainer's seed.
     pub fn step_with_permutations(
         &mut self,
         queries: &[Vec<u32>],
@@ -296,13 +370,30 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         scores: &[f32],
         permutations: Option<&[Vec<usize>]>,
     ) -> Result<StepOutput, RlError> {
+        self.step_inner(queries, responses, scores, permutations, None)
+    }
+
+    /// The step. Orchestration only, as trl's `step`: each stage is a named function below.
+    fn step_inner(
+        &mut self,
+        queries: &[Vec<u32>],
+        responses: &[Vec<u32>],
+        scores: &[f32],
+        permutations: Option<&[Vec<usize>]>,
+        policy_rollout: Option<&PolicyRollout>,
+    ) -> Result<StepOutput, RlError> {
         let mut times = StepTimes::start();
         step_safety_checker(&self.config, queries, responses, scores, permutations)?;
+        if let Some(r) = policy_rollout {
+            check_policy_rollout(r, responses)?;
+        }
         let scores = self.scale_scores(scores)?;
         let batch = PaddedBatch::new(queries, responses, self.pad);
         let device = self.device.clone();
 
-        let mut rollout = times.time("forward_pass", || self.batched_forward_pass(&batch))?;
+        let mut rollout = times.time("forward_pass", || {
+            self.batched_forward_pass(&batch, policy_rollout)
+        })?;
         let host = RolloutHost::of(&rollout)?;
         let (empty_rows, score_masks) = score_masks(&rollout.masks, &host.masks, &device)?;
 
@@ -383,19 +474,28 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
     }
 
     /// The rollout `batched_forward_pass` of the policy (in eval mode) and of the reference over
-    /// the whole batch, without gradient, in chunks of `mini_batch_size`.
+    /// the whole batch, without gradient, in chunks of `mini_batch_size`; the policy's part
+    /// taken from `policy_rollout` when given (not with the `full` KL penalty, which needs the
+    /// policy's logits).
     fn batched_forward_pass(
         &self,
         batch: &PaddedBatch,
+        policy_rollout: Option<&PolicyRollout>,
     ) -> Result<Rollout<B::InnerBackend>, RlError> {
         let full_kl = self.config.kl_penalty == KlPenalty::Full;
+        let policy_rollout = policy_rollout.filter(|_| !full_kl);
         let all_rows: Vec<usize> = (0..batch.batch).collect();
         let policy = self.policy().valid();
         let (mut logprobs, mut values, mut masks, mut ref_lp) = (vec![], vec![], vec![], vec![]);
         let (mut pol_logits, mut ref_logits) = (vec![], vec![]);
         for rows in all_rows.chunks(self.config.mini_batch_size.max(1)) {
-            let p = policy_forward(&policy, batch, rows, &self.device)?;
             let r = reference_forward(&self.reference, batch, rows, &self.device)?;
+            let p = match policy_rollout {
+                Some(known) => {
+                    known_policy_outputs(known, batch, rows, r.logits.clone(), &self.device)
+                }
+                None => policy_forward(&policy, batch, rows, &self.device)?,
+            };
             if full_kl {
                 pol_logits.push(p.logits);
                 ref_logits.push(r.logits);

@@ -184,6 +184,10 @@ pub struct RunSettings {
     pub reference: ReferenceKind,
     /// Rows of the comparison table (the lab: 20).
     pub compare_samples: usize,
+    /// Keep the policy's log-probs and values of its responses from the decode loop that
+    /// sampled them instead of recomputing them in the step's rollout pass, as trl does
+    /// (`detox_ppo::rollout`). Equal up to float rounding.
+    pub rollout_from_generation: bool,
 }
 
 impl Default for RunSettings {
@@ -194,6 +198,7 @@ impl Default for RunSettings {
             seed: 42,
             reference: ReferenceKind::Base,
             compare_samples: 20,
+            rollout_from_generation: true,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::config::LabConfig;
 use super::data::{decode_text, generate_responses, sample_lengths, step_indices, step_rng, Query};
 use super::error::LabError;
 use crate::reward::{scores, Classifier, RewardOutput};
+use crate::rollout::generate_with_rollout;
 use crate::trainer::PpoTrainer;
 
 /// The rewards of a batch: one score per `(query, response)` pair.
@@ -128,14 +129,27 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
         let limits = sample_lengths(queries.len(), cfg.generation.response_length, &mut rng);
         let ids: Vec<&[u32]> = queries.iter().map(|q| q.input_ids.as_slice()).collect();
         let policy_eval = self.trainer.policy().valid();
-        let responses = generate_responses(
-            &policy_eval.pretrained_model,
-            &ids,
-            &limits,
-            &cfg.generation,
-            &mut rng,
-            &self.device,
-        );
+        let (responses, policy_rollout) = if cfg.run.rollout_from_generation {
+            let (responses, rollout) = generate_with_rollout(
+                &policy_eval,
+                &ids,
+                &limits,
+                &cfg.generation,
+                &mut rng,
+                &self.device,
+            );
+            (responses, Some(rollout))
+        } else {
+            let responses = generate_responses(
+                &policy_eval.pretrained_model,
+                &ids,
+                &limits,
+                &cfg.generation,
+                &mut rng,
+                &self.device,
+            );
+            (responses, None)
+        };
         drop(policy_eval);
         let seconds_generate = t0.elapsed().as_secs_f64();
 
@@ -145,13 +159,16 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
 
         let t2 = Instant::now();
         let query_ids: Vec<Vec<u32>> = queries.iter().map(|q| q.input_ids.clone()).collect();
-        let out = self
-            .trainer
-            .step(&query_ids, &responses, &scores)
-            .map_err(|err| LabError::Step {
-                step: step + 1,
-                err,
-            })?;
+        let out = match &policy_rollout {
+            Some(r) => self
+                .trainer
+                .step_reusing(&query_ids, &responses, &scores, r, None),
+            None => self.trainer.step(&query_ids, &responses, &scores),
+        }
+        .map_err(|err| LabError::Step {
+            step: step + 1,
+            err,
+        })?;
         let seconds_step = t2.elapsed().as_secs_f64();
         let (reward_mean, reward_std) = mean_unbiased_std(&scores);
         Ok(IterationStats {
