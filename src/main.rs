@@ -18,6 +18,7 @@ mod cmd_summarize;
 mod cmd_train_classifier;
 mod cmd_train_reward;
 mod generation_args;
+mod malloc;
 mod prompt;
 mod shipped;
 
@@ -81,6 +82,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::tune_for_tensors();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Summarize(a) => a.device.run(cmd_summarize::Summarize(a)),

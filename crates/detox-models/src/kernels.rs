@@ -21,6 +21,8 @@ use burn::tensor::{DType, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use crate::kernels_math::{erf_in_place, exp_in_place};
+
 /// Elements per parallel task of the elementwise kernels.
 const CHUNK: usize = 1 << 14;
 /// Below this many elements a kernel runs on the calling thread.
@@ -138,6 +140,77 @@ pub(crate) fn zip3_map(
     out
 }
 
+/// `t`'s f32 data for writing in place when `t` is a contiguous burn-flex buffer that no other
+/// tensor shares (a freshly computed product or sum), else `None`.
+fn unique_data_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    let n = t.layout().num_elements();
+    if t.layout().contiguous_offsets() != Some((0, n)) {
+        return None;
+    }
+    t.try_storage_mut::<f32>().filter(|s| s.len() == n)
+}
+
+/// `a + b` for tensors of one shape (residual connections): in parallel on burn-flex, into
+/// `a`'s buffer when nothing else holds it; burn's `+` elsewhere (other backends, autodiff).
+pub fn add<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    if a.dims() != b.dims() {
+        return a + b;
+    }
+    let shape = a.dims();
+    let (mut fa, fb) = match flex_pair(a, b) {
+        Ok(pair) => pair,
+        Err((a, b)) => return a + b,
+    };
+    let add_into = |o: &mut [f32], y: &[f32]| {
+        let run = |(o, y): (&mut [f32], &[f32])| o.iter_mut().zip(y).for_each(|(o, &y)| *o += y);
+        if o.len() < PARALLEL_MIN {
+            run((o, y));
+        } else {
+            o.par_chunks_mut(CHUNK)
+                .zip(y.par_chunks(CHUNK))
+                .for_each(run);
+        }
+    };
+    if let Some(o) = unique_data_mut(&mut fa) {
+        add_into(o, data(&fb));
+        return from_flex(fa);
+    }
+    from_flex(new_flex(
+        zip_map(data(&fa), data(&fb), |x, y| x + y),
+        &shape,
+    ))
+}
+
+/// `y + bias` for a `[rows, out]` product and an `[out]` bias, when both are burn-flex f32: in
+/// parallel rows, into `y`'s buffer when nothing else holds it. Else both back.
+#[allow(clippy::type_complexity)]
+pub(crate) fn add_bias<B: Backend>(
+    y: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 1>)> {
+    let [rows, n] = y.dims();
+    if bias.dims() != [n] || n == 0 {
+        return Err((y, bias));
+    }
+    let (mut fy, fb) = flex_pair(y, bias)?;
+    let b = data(&fb);
+    let add_rows = |o: &mut [f32]| {
+        let run = |row: &mut [f32]| row.iter_mut().zip(b).for_each(|(o, &c)| *o += c);
+        if o.len() < PARALLEL_MIN {
+            o.chunks_mut(n).for_each(run);
+        } else {
+            o.par_chunks_mut(n).for_each(run);
+        }
+    };
+    if let Some(o) = unique_data_mut(&mut fy) {
+        add_rows(o);
+        return Ok(from_flex(fy));
+    }
+    let mut out = data(&fy).to_vec();
+    add_rows(&mut out);
+    Ok(from_flex(new_flex(out, &[rows, n])))
+}
+
 /// transformers' `NewGELUActivation` (`gelu_new`, tanh approximation) of one value:
 /// `0.5 x (1 + tanh(u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`, computed as the equal
 /// `x / (1 + exp(-2u))` (one `exp` instead of libm's `tanhf`, which costs several times more and
@@ -180,14 +253,68 @@ pub fn gelu_new_mul<B: Backend, const D: usize>(
         }
     };
     let out = match b.map(flex_f32) {
-        None => zip_map(data(&fa), data(&fa), |x, _| gelu_new_f32(x)),
+        None => gelu_new_mul_slices(data(&fa), None),
         Some(Ok(fb)) if fb.layout().shape().to_vec() == shape.to_vec() => {
-            zip_map(data(&fa), data(&fb), |x, y| gelu_new_f32(x) * y)
+            gelu_new_mul_slices(data(&fa), Some(data(&fb)))
         }
         Some(Ok(fb)) => return gelu_new_mul(from_flex::<B, D>(fa), None) * from_flex(fb),
         Some(Err(b)) => return gelu_new_mul(from_flex::<B, D>(fa), None) * b,
     };
     from_flex(new_flex(out, &shape))
+}
+
+/// [`gelu_new_f32`]`(a[i]) * b[i]` (or without `b`) in parallel chunks, each chunk's `exp` through
+/// the vectorized [`exp_in_place`]: the exponent `-2u` is written first, exponentiated in place,
+/// then turned into `x / (1 + e) (* y)`.
+pub(crate) fn gelu_new_mul_slices(a: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    let run = |start: usize, o: &mut [f32]| {
+        let x = &a[start..start + o.len()];
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = -TWO_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x));
+        }
+        exp_in_place(o);
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = x * (1.0 / (1.0 + *o));
+        }
+        if let Some(b) = b {
+            for (o, &y) in o.iter_mut().zip(&b[start..]) {
+                *o *= y;
+            }
+        }
+    };
+    if a.len() < PARALLEL_MIN {
+        run(0, &mut out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| run(i * CHUNK, o));
+    }
+    out
+}
+
+/// `0.5 x (1 + erf(x / sqrt 2))` in parallel chunks, `erf` through the vectorized
+/// [`erf_in_place`].
+fn gelu_slice(a: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    let run = |start: usize, o: &mut [f32]| {
+        let x = &a[start..start + o.len()];
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = x * std::f32::consts::FRAC_1_SQRT_2;
+        }
+        erf_in_place(o);
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = 0.5 * x * (1.0 + *o);
+        }
+    };
+    if a.len() < PARALLEL_MIN {
+        run(0, &mut out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| run(i * CHUNK, o));
+    }
+    out
 }
 
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (burn-flex's own `erf`), in parallel.
@@ -200,13 +327,7 @@ pub fn gelu_new_mul<B: Backend, const D: usize>(
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let shape = x.dims();
     match flex_f32(x) {
-        Ok(f) => {
-            let out = zip_map(data(&f), data(&f), |x, _| {
-                0.5 * x
-                    * (1.0 + burn_flex::ops::unary::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-            });
-            from_flex(new_flex(out, &shape))
-        }
+        Ok(f) => from_flex(new_flex(gelu_slice(data(&f)), &shape)),
         Err(x) => {
             let (x, on_flex) = crate::kernels_autodiff::on_autodiff_flex(x);
             if on_flex || !B::ad_enabled(&x.device()) {
@@ -305,20 +426,8 @@ pub(crate) fn softmax_bias_rows(
     let row = |(r, (o, srow)): (usize, (&mut [f32], &[f32]))| {
         let (qi, hi, bi) = (r % nq, (r / nq) % nh, r / (nq * nh));
         let off = bi * sb + hi * sh + qi * sq;
-        let brow = &b[off..off + k];
-        let mut max = f32::NEG_INFINITY;
-        for (o, (&x, &y)) in o.iter_mut().zip(srow.iter().zip(brow)) {
-            *o = x + y;
-            max = max.max(*o);
-        }
-        let mut sum = 0.0f32;
-        for o in o.iter_mut() {
-            *o = (*o - max).exp();
-            sum += *o;
-        }
-        for o in o.iter_mut() {
-            *o /= sum;
-        }
+        o.copy_from_slice(srow);
+        softmax_row_with_bias(o, &b[off..off + k]);
     };
     if s.len() < PARALLEL_MIN {
         out.chunks_mut(k).zip(s.chunks(k)).enumerate().for_each(row);
@@ -329,6 +438,24 @@ pub(crate) fn softmax_bias_rows(
             .for_each(row);
     }
     out
+}
+
+/// `row = softmax(row + bias)`: the maximum subtracted, the vectorized [`exp_in_place`], a
+/// division by the sum.
+pub(crate) fn softmax_row_with_bias(row: &mut [f32], bias: &[f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for (s, &bv) in row.iter_mut().zip(bias) {
+        *s += bv;
+        max = max.max(*s);
+    }
+    for s in row.iter_mut() {
+        *s -= max;
+    }
+    exp_in_place(row);
+    let sum: f32 = row.iter().sum();
+    for s in row.iter_mut() {
+        *s /= sum;
+    }
 }
 
 #[cfg(test)]

@@ -21,17 +21,17 @@ use crate::kernels_few_rows::dot;
 /// Query positions per (row, head) up to which this kernel runs.
 pub(crate) const MAX_QUERIES: usize = 16;
 
-type Four<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
+pub(crate) type Four<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
 
 /// A `[b, h, n, d]` f32 view whose `d` values are contiguous: its storage and strides.
-struct View {
-    t: FlexTensor,
-    strides: [usize; 3],
+pub(crate) struct View {
+    pub(crate) t: FlexTensor,
+    pub(crate) strides: [usize; 3],
     offset: usize,
 }
 
 impl View {
-    fn of(t: FlexTensor) -> Result<Self, FlexTensor> {
+    pub(crate) fn of(t: FlexTensor) -> Result<Self, FlexTensor> {
         let l = t.layout();
         let s = l.strides();
         if t.dtype() != DType::F32 || s.len() != 4 || s[3] != 1 || s[..3].iter().any(|&x| x < 0) {
@@ -42,12 +42,12 @@ impl View {
         Ok(Self { t, strides, offset })
     }
 
-    fn data(&self) -> &[f32] {
+    pub(crate) fn data(&self) -> &[f32] {
         self.t.storage::<f32>()
     }
 
     /// Start of row `i`, head `j`.
-    fn at(&self, i: usize, j: usize) -> usize {
+    pub(crate) fn at(&self, i: usize, j: usize) -> usize {
         self.offset + i * self.strides[0] + j * self.strides[1]
     }
 }

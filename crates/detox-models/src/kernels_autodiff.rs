@@ -19,8 +19,8 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use crate::kernels::{
-    data, gelu_new_f32, gelu_new_sigmoid, new_flex, primitive_as, softmax_bias_rows, tensor_of,
-    zip3_map, zip_map, TWO_SQRT_2_OVER_PI,
+    data, gelu_new_mul_slices, gelu_new_sigmoid, new_flex, primitive_as, softmax_bias_rows,
+    tensor_of, zip3_map, TWO_SQRT_2_OVER_PI,
 };
 
 type Ad = Autodiff<Flex>;
@@ -77,10 +77,7 @@ pub fn gelu_new_mul<B: Backend, const D: usize>(
     let (a, b) = ad_pair(a, b)?;
     let (xa, xb) = (contiguous(&a.primitive), contiguous(&b.primitive));
     let shape = xa.layout().shape().to_vec();
-    let out = new_flex(
-        zip_map(data(&xa), data(&xb), |x, y| gelu_new_f32(x) * y),
-        &shape,
-    );
+    let out = new_flex(gelu_new_mul_slices(data(&xa), Some(data(&xb))), &shape);
     let out = match GeluNewMulBackward
         .prepare::<NoCheckpointing>([a.node.clone(), b.node.clone()])
         .compute_bound()
@@ -116,7 +113,7 @@ impl Backward<Flex, 2> for GeluNewMulBackward {
             },
             move |grad| {
                 let g = contiguous(&grad);
-                let d = zip_map(data(&g), data(&a2), |g, x| g * gelu_new_f32(x));
+                let d = gelu_new_mul_slices(data(&a2), Some(data(&g)));
                 new_flex(d, &shape2)
             },
         );
@@ -307,6 +304,7 @@ impl Backward<Flex, 2> for RmsNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gelu_new_f32;
     use burn::tensor::{Distribution, Tolerance};
 
     type N = Autodiff<burn::backend::NdArray<f32>>;

@@ -109,7 +109,14 @@ impl<B: Backend> RobertaSelfAttention<B> {
         let scale = 1.0 / ((d / self.n_heads) as f64).sqrt();
         // scaling the (4x smaller) queries instead of the scores: the same numbers (exactly so
         // for power-of-4 head sizes such as roberta-base's 64)
-        let scores = (q * scale).matmul(k.swap_dims(2, 3));
+        let q = q * scale;
+        // burn-flex: one task per (row, head), heads merged on the way out
+        let (q, k, v, mask_bias) =
+            match crate::kernels_attention_full::attend_merged(q, k, v, mask_bias) {
+                Ok(merged) => return merged,
+                Err(declined) => declined,
+            };
+        let scores = q.matmul(k.swap_dims(2, 3));
         let probs = self
             .dropout
             .forward(crate::kernels::softmax_with_bias(scores, mask_bias));
@@ -128,8 +135,10 @@ pub struct RobertaResidualOutput<B: Backend> {
 
 impl<B: Backend> RobertaResidualOutput<B> {
     pub fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.LayerNorm
-            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+        self.LayerNorm.forward(crate::kernels::add(
+            self.dropout.forward(self.dense.forward(x)),
+            residual,
+        ))
     }
 }
 

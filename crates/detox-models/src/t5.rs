@@ -195,8 +195,13 @@ impl<B: Backend> T5Attention<B> {
         bias: Tensor<B, 4>,
     ) -> Tensor<B, 3> {
         // a decoding step's few queries on burn-flex: keys/values read in place
-        let ctx = match crate::kernels_attention::attend(q, k, v, bias) {
-            Ok(ctx) => ctx,
+        let (q, k, v, bias) = match crate::kernels_attention::attend(q, k, v, bias) {
+            Ok(ctx) => return self.merge_heads_and_project(ctx),
+            Err(declined) => declined,
+        };
+        // whole sequences on burn-flex: one task per (row, head), heads merged on the way out
+        let ctx = match crate::kernels_attention_full::attend_merged(q, k, v, bias) {
+            Ok(merged) => return self.o.forward(merged),
             Err((q, k, v, bias)) => {
                 let scores = q.matmul(k.swap_dims(2, 3));
                 let weights = self
@@ -205,6 +210,11 @@ impl<B: Backend> T5Attention<B> {
                 weights.matmul(v) // [b, h, q, d_kv]
             }
         };
+        self.merge_heads_and_project(ctx)
+    }
+
+    /// `[b, h, q, d_kv]` → `[b, q, h*d_kv]` → the output projection.
+    fn merge_heads_and_project(&self, ctx: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, h, l, d] = ctx.dims();
         self.o.forward(ctx.swap_dims(1, 2).reshape([b, l, h * d]))
     }
@@ -279,7 +289,7 @@ impl<B: Backend> T5LayerSelfAttention<B> {
         let h = self
             .SelfAttention
             .forward_self(self.layer_norm.forward(x.clone()), bias, cache);
-        x + self.dropout.forward(h)
+        crate::kernels::add(x, self.dropout.forward(h))
     }
 }
 
@@ -302,7 +312,7 @@ impl<B: Backend> T5LayerCrossAttention<B> {
         let h = self
             .EncDecAttention
             .forward_cross(self.layer_norm.forward(x.clone()), kv, bias);
-        x + self.dropout.forward(h)
+        crate::kernels::add(x, self.dropout.forward(h))
     }
 }
 
@@ -370,7 +380,7 @@ impl<B: Backend> T5LayerFF<B> {
         let h = self
             .DenseReluDense
             .forward(self.layer_norm.forward(x.clone()));
-        x + self.dropout.forward(h)
+        crate::kernels::add(x, self.dropout.forward(h))
     }
 }
 
