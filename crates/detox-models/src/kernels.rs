@@ -546,6 +546,29 @@ mod tests {
         close(gelu_new_mul(xt, None), want, 1e-6);
     }
     #[test]
+    fn parallel_adds_equal_burns_and_leave_shared_inputs_alone() {
+        for (i, s) in SHAPES.into_iter().enumerate() {
+            let (a, a_n) = pair(s, 80 + i as u64);
+            let (b, b_n) = pair(s, 90 + i as u64);
+            // `a` shared with `keep`: the sum goes to a new buffer and `keep` is unchanged
+            let keep = a.clone();
+            close(add(a, b.clone()), a_n.clone() + b_n.clone(), 0.0);
+            close(keep.clone(), a_n.clone(), 0.0);
+            // `keep` alone now: summed in place
+            close(add(keep, b), a_n + b_n, 0.0);
+
+            let (y, y_n) = pair([s[0] * s[1], s[2]], 100 + i as u64);
+            let (bias, bias_n) = pair([s[2]], 110 + i as u64);
+            let keep = y.clone();
+            let got = add_bias(y, bias.clone()).unwrap_or_else(|_| panic!("takes the kernel"));
+            close(got, y_n.clone() + bias_n.clone().unsqueeze(), 0.0);
+            close(keep.clone(), y_n.clone(), 0.0);
+            let got = add_bias(keep, bias).unwrap_or_else(|_| panic!("takes the kernel"));
+            close(got, y_n + bias_n.unsqueeze(), 0.0);
+        }
+    }
+
+    #[test]
     fn fused_softmax_with_a_broadcast_bias_equals_add_then_softmax() {
         for (i, (s, bs)) in [
             ([2, 3, 5, 7], [2, 1, 1, 7]),
