@@ -71,39 +71,9 @@ pub(crate) fn attend<B: Backend>(
     if !shape_ok {
         return Err((q, k, v, bias));
     }
-    let flex = |t: Tensor<B, 4>| primitive_as::<FlexTensor, B, 4>(t);
-    let (q, k, v, bias) = match (flex(q), flex(k), flex(v), flex(bias)) {
-        (Ok(q), Ok(k), Ok(v), Ok(bias)) => (q, k, v, bias),
-        (q, k, v, bias) => {
-            return Err((
-                q.map_or_else(|t| t, tensor_of),
-                k.map_or_else(|t| t, tensor_of),
-                v.map_or_else(|t| t, tensor_of),
-                bias.map_or_else(|t| t, tensor_of),
-            ));
-        }
-    };
-    if [q.dtype(), bias.dtype()] != [DType::F32, DType::F32] {
-        return Err((tensor_of(q), tensor_of(k), tensor_of(v), tensor_of(bias)));
-    }
-    let (k, v) = match (View::of(k), View::of(v)) {
-        (Ok(k), Ok(v)) => (k, v),
-        (k, v) => {
-            let f = |r: Result<View, FlexTensor>| match r {
-                Ok(view) => view.t,
-                Err(t) => t,
-            };
-            return Err((
-                tensor_of(q),
-                tensor_of(f(k)),
-                tensor_of(f(v)),
-                tensor_of(bias),
-            ));
-        }
-    };
-    let q = q.to_contiguous();
+    let (q, k, v, bias) = views(q, k, v, bias)?;
     let bias = bias.to_contiguous();
-    let qs = crate::kernels::data(&q);
+    let qs = q.data();
     let bias_s = crate::kernels::data(&bias);
     let bias_at = |i: usize, j: usize, p: usize| {
         let (i, j, p) = (i % bs[0], j % bs[1], p % bs[2]);
@@ -116,7 +86,7 @@ pub(crate) fn attend<B: Backend>(
         let (k0, v0) = (k.at(i, j), v.at(i, j));
         let mut scores = vec![0.0f32; nk];
         for p in 0..nq {
-            let qrow = &qs[((i * h + j) * nq + p) * d..][..d];
+            let qrow = &qs[q.at(i, j) + p * q.strides[2]..][..d];
             let brow = &bias_s[bias_at(i, j, p)..][..nk];
             let mut max = f32::NEG_INFINITY;
             for (s, (n, &bv)) in scores.iter_mut().zip(brow.iter().enumerate()) {
@@ -140,6 +110,29 @@ pub(crate) fn attend<B: Backend>(
         }
     });
     Ok(tensor_of(new_flex(out, &[b, h, nq, d])))
+}
+
+/// q, k, v as [`View`]s and the bias as a burn-flex tensor, when all four are burn-flex f32
+/// with a contiguous last dimension; else all four back as they came.
+pub(crate) fn views<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Tensor<B, 4>,
+) -> Result<(View, View, View, FlexTensor), Four<B>> {
+    let flex = |t: Tensor<B, 4>| primitive_as::<FlexTensor, B, 4>(t);
+    let back = |r: Result<FlexTensor, Tensor<B, 4>>| r.map_or_else(|t| t, tensor_of);
+    let (q, k, v, bias) = match (flex(q), flex(k), flex(v), flex(bias)) {
+        (Ok(q), Ok(k), Ok(v), Ok(bias)) if bias.dtype() == DType::F32 => (q, k, v, bias),
+        (q, k, v, bias) => return Err((back(q), back(k), back(v), back(bias))),
+    };
+    match (View::of(q), View::of(k), View::of(v)) {
+        (Ok(q), Ok(k), Ok(v)) => Ok((q, k, v, bias)),
+        (q, k, v) => {
+            let t = |r: Result<View, FlexTensor>| tensor_of(r.map_or_else(|t| t, |view| view.t));
+            Err((t(q), t(k), t(v), tensor_of(bias)))
+        }
+    }
 }
 
 #[cfg(test)]

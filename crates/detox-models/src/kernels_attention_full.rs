@@ -18,12 +18,10 @@
 use std::cell::RefCell;
 
 use burn::prelude::*;
-use burn::tensor::DType;
-use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::kernels::{new_flex, primitive_as, softmax_row_with_bias, tensor_of};
-use crate::kernels_attention::{Four, View};
+use crate::kernels::{new_flex, softmax_row_with_bias, tensor_of};
+use crate::kernels_attention::{views, Four};
 
 thread_local! {
     /// One task's `[q, k]` scores, kept per worker thread between tasks and calls.
@@ -130,29 +128,6 @@ pub(crate) fn attend_merged<B: Backend>(
         });
     });
     Ok(tensor_of(new_flex(out, &[b, nq, h * d])))
-}
-
-/// q, k, v as [`View`]s and the bias as a burn-flex tensor, when all four are burn-flex f32
-/// with a contiguous last dimension; else all four back as they came.
-fn views<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    bias: Tensor<B, 4>,
-) -> Result<(View, View, View, FlexTensor), Four<B>> {
-    let flex = |t: Tensor<B, 4>| primitive_as::<FlexTensor, B, 4>(t);
-    let back = |r: Result<FlexTensor, Tensor<B, 4>>| r.map_or_else(|t| t, tensor_of);
-    let (q, k, v, bias) = match (flex(q), flex(k), flex(v), flex(bias)) {
-        (Ok(q), Ok(k), Ok(v), Ok(bias)) if bias.dtype() == DType::F32 => (q, k, v, bias),
-        (q, k, v, bias) => return Err((back(q), back(k), back(v), back(bias))),
-    };
-    match (View::of(q), View::of(k), View::of(v)) {
-        (Ok(q), Ok(k), Ok(v)) => Ok((q, k, v, bias)),
-        (q, k, v) => {
-            let t = |r: Result<View, FlexTensor>| tensor_of(r.map_or_else(|t| t, |view| view.t));
-            Err((t(q), t(k), t(v), tensor_of(bias)))
-        }
-    }
 }
 
 #[cfg(test)]
