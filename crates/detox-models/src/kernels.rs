@@ -100,19 +100,25 @@ pub(crate) fn new_flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
 /// `out[i] = f(a[i], b[i])` over equal-length slices, in parallel chunks.
 pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
-    let run = |(o, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
-        for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+    for_each_chunk(&mut out, |start, o| {
+        let end = start + o.len();
+        for ((o, &x), &y) in o.iter_mut().zip(&a[start..end]).zip(&b[start..end]) {
             *o = f(x, y);
         }
-    };
-    if a.len() < PARALLEL_MIN {
-        run((&mut out, (a, b)));
+    });
+    out
+}
+
+/// `run(start, chunk)` over `out` in chunks of [`CHUNK`] elements (`start`: the chunk's first
+/// index), in parallel when `out` has at least [`PARALLEL_MIN`] elements, else in one call.
+fn for_each_chunk(out: &mut [f32], run: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() < PARALLEL_MIN {
+        run(0, out);
     } else {
         out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(run);
+            .enumerate()
+            .for_each(|(i, o)| run(i * CHUNK, o));
     }
-    out
 }
 
 /// `out[i] = f(a[i], b[i], c[i])` over equal-length slices, in parallel chunks.
@@ -123,20 +129,13 @@ pub(crate) fn zip3_map(
     f: impl Fn(f32, f32, f32) -> f32 + Sync,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
-    let run = |start: usize, o: &mut [f32]| {
+    for_each_chunk(&mut out, |start, o| {
         let end = start + o.len();
         let abc = a[start..end].iter().zip(&b[start..end]).zip(&c[start..end]);
         for (o, ((&x, &y), &z)) in o.iter_mut().zip(abc) {
             *o = f(x, y, z);
         }
-    };
-    if a.len() < PARALLEL_MIN {
-        run(0, &mut out);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, o)| run(i * CHUNK, o));
-    }
+    });
     out
 }
 
@@ -161,18 +160,13 @@ pub fn add<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tens
         Ok(pair) => pair,
         Err((a, b)) => return a + b,
     };
-    let add_into = |o: &mut [f32], y: &[f32]| {
-        let run = |(o, y): (&mut [f32], &[f32])| o.iter_mut().zip(y).for_each(|(o, &y)| *o += y);
-        if o.len() < PARALLEL_MIN {
-            run((o, y));
-        } else {
-            o.par_chunks_mut(CHUNK)
-                .zip(y.par_chunks(CHUNK))
-                .for_each(run);
-        }
-    };
     if let Some(o) = unique_data_mut(&mut fa) {
-        add_into(o, data(&fb));
+        let y = data(&fb);
+        for_each_chunk(o, |start, o| {
+            for (o, &y) in o.iter_mut().zip(&y[start..]) {
+                *o += y;
+            }
+        });
         return from_flex(fa);
     }
     from_flex(new_flex(
@@ -268,7 +262,7 @@ pub fn gelu_new_mul<B: Backend, const D: usize>(
 /// then turned into `x / (1 + e) (* y)`.
 pub(crate) fn gelu_new_mul_slices(a: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
-    let run = |start: usize, o: &mut [f32]| {
+    for_each_chunk(&mut out, |start, o| {
         let x = &a[start..start + o.len()];
         for (o, &x) in o.iter_mut().zip(x) {
             *o = -TWO_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x));
@@ -282,14 +276,7 @@ pub(crate) fn gelu_new_mul_slices(a: &[f32], b: Option<&[f32]>) -> Vec<f32> {
                 *o *= y;
             }
         }
-    };
-    if a.len() < PARALLEL_MIN {
-        run(0, &mut out);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, o)| run(i * CHUNK, o));
-    }
+    });
     out
 }
 
@@ -297,7 +284,7 @@ pub(crate) fn gelu_new_mul_slices(a: &[f32], b: Option<&[f32]>) -> Vec<f32> {
 /// [`erf_in_place`].
 fn gelu_slice(a: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
-    let run = |start: usize, o: &mut [f32]| {
+    for_each_chunk(&mut out, |start, o| {
         let x = &a[start..start + o.len()];
         for (o, &x) in o.iter_mut().zip(x) {
             *o = x * std::f32::consts::FRAC_1_SQRT_2;
@@ -306,18 +293,11 @@ fn gelu_slice(a: &[f32]) -> Vec<f32> {
         for (o, &x) in o.iter_mut().zip(x) {
             *o = 0.5 * x * (1.0 + *o);
         }
-    };
-    if a.len() < PARALLEL_MIN {
-        run(0, &mut out);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, o)| run(i * CHUNK, o));
-    }
+    });
     out
 }
 
-/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (burn-flex's own `erf`), in parallel.
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, in parallel on burn-flex ([`gelu_slice`]).
 ///
 /// Under autodiff, burn differentiates its `gelu` op through the backend's `gelu_backward`,
 /// whose default (burn-ndarray's, the GPU backends') is the derivative of the *tanh

@@ -61,24 +61,16 @@ pub(crate) fn attend<B: Backend>(
     bias: Tensor<B, 4>,
 ) -> Result<Tensor<B, 4>, Four<B>> {
     let [b, h, nq, d] = q.dims();
-    let [kb, kh, nk, kd] = k.dims();
+    let nk = k.dims()[2];
     let bs = bias.dims();
-    let shape_ok = nq <= MAX_QUERIES
-        && [kb, kh, kd] == [b, h, d]
-        && v.dims() == [b, h, nk, d]
-        && bs[3] == nk
-        && (0..3).all(|i| bs[i] == 1 || bs[i] == [b, h, nq][i]);
-    if !shape_ok {
+    if nq > MAX_QUERIES || !shapes_fit(&q, &k, &v, &bias) {
         return Err((q, k, v, bias));
     }
     let (q, k, v, bias) = views(q, k, v, bias)?;
     let bias = bias.to_contiguous();
     let qs = q.data();
     let bias_s = crate::kernels::data(&bias);
-    let bias_at = |i: usize, j: usize, p: usize| {
-        let (i, j, p) = (i % bs[0], j % bs[1], p % bs[2]);
-        ((i * bs[1] + j) * bs[2] + p) * nk
-    };
+    let bias_at = |i, j, p| bias_row_start(bs, i, j, p);
     let (kd_, vd_) = (k.data(), v.data());
     let mut out = vec![0.0f32; b * h * nq * d];
     out.par_chunks_mut(nq * d).enumerate().for_each(|(t, o)| {
@@ -110,6 +102,30 @@ pub(crate) fn attend<B: Backend>(
         }
     });
     Ok(tensor_of(new_flex(out, &[b, h, nq, d])))
+}
+
+/// Whether `q` `[b, h, q, d]`, `k` and `v` `[b, h, k, d]` and `bias` (broadcasting over
+/// `[b, h, q, k]`, any leading dimension 1) fit the attention kernels.
+pub(crate) fn shapes_fit<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    bias: &Tensor<B, 4>,
+) -> bool {
+    let [b, h, nq, d] = q.dims();
+    let [kb, kh, nk, kd] = k.dims();
+    let bs = bias.dims();
+    [kb, kh, kd] == [b, h, d]
+        && v.dims() == [b, h, nk, d]
+        && bs[3] == nk
+        && (0..3).all(|i| bs[i] == 1 || bs[i] == [b, h, nq][i])
+}
+
+/// Where the bias row of (row `i`, head `j`, query `p`) starts in a contiguous bias of shape
+/// `bs` that broadcasts over its size-1 leading dimensions.
+pub(crate) fn bias_row_start(bs: [usize; 4], i: usize, j: usize, p: usize) -> usize {
+    let (i, j, p) = (i % bs[0], j % bs[1], p % bs[2]);
+    ((i * bs[1] + j) * bs[2] + p) * bs[3]
 }
 
 /// q, k, v as [`View`]s and the bias as a burn-flex tensor, when all four are burn-flex f32

@@ -21,7 +21,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::kernels::{new_flex, softmax_row_with_bias, tensor_of};
-use crate::kernels_attention::{views, Four};
+use crate::kernels_attention::{bias_row_start, shapes_fit, views, Four};
 
 thread_local! {
     /// One task's `[q, k]` scores, kept per worker thread between tasks and calls.
@@ -35,6 +35,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The element `offset` places in (a method, so closures capture the whole `OutPtr`).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// `softmax(q·kᵀ + bias)·v` with the heads merged, `[b, q, h * d]`, when all four are burn-flex
 /// f32 tensors whose last dimension is contiguous (views of head-split projections are) and
 /// `bias` broadcasts over `[b, h, q, k]`; else all four back, unchanged.
@@ -45,31 +52,20 @@ pub(crate) fn attend_merged<B: Backend>(
     bias: Tensor<B, 4>,
 ) -> Result<Tensor<B, 3>, Four<B>> {
     let [b, h, nq, d] = q.dims();
-    let [kb, kh, nk, kd] = k.dims();
+    let nk = k.dims()[2];
     let bs = bias.dims();
-    let shape_ok = [kb, kh, kd] == [b, h, d]
-        && v.dims() == [b, h, nk, d]
-        && bs[3] == nk
-        && (0..3).all(|i| bs[i] == 1 || bs[i] == [b, h, nq][i])
-        && nq > 0
-        && nk > 0
-        && d > 0;
-    if !shape_ok {
+    if nq == 0 || nk == 0 || d == 0 || !shapes_fit(&q, &k, &v, &bias) {
         return Err((q, k, v, bias));
     }
     let (q, k, v, bias) = views(q, k, v, bias)?;
     let bias = bias.to_contiguous();
     let bias_s = crate::kernels::data(&bias);
-    let bias_at = |i: usize, j: usize, p: usize| {
-        let (i, j, p) = (i % bs[0], j % bs[1], p % bs[2]);
-        ((i * bs[1] + j) * bs[2] + p) * nk
-    };
+    let bias_at = |i, j, p| bias_row_start(bs, i, j, p);
     let mut out = vec![0.0f32; b * nq * h * d];
     let out_ptr = OutPtr(out.as_mut_ptr());
     let (qd, kd_, vd) = (q.data(), k.data(), v.data());
     (0..b * h).into_par_iter().for_each(|t| {
         let (i, j) = (t / h, t % h);
-        let out_ptr = out_ptr;
         SCORES.with_borrow_mut(|scores| {
             scores.resize(nq * nk, 0.0);
             // SAFETY: the pointers address [nq, d], [nk, d] and [nk, d] blocks inside each
@@ -107,7 +103,7 @@ pub(crate) fn attend_merged<B: Backend>(
                     nq,
                     d,
                     nk,
-                    out_ptr.0.add(i * nq * h * d + j * d),
+                    out_ptr.at(i * nq * h * d + j * d),
                     1,
                     (h * d) as isize,
                     false,

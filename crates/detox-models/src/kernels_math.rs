@@ -1,12 +1,12 @@
 //! `exp` and `erf` over slices of f32 in a form the compiler vectorizes (8 lanes with AVX2 + FMA,
 //! picked at run time; 4 lanes of SSE2 otherwise), for the softmax and GELU kernels.
 //!
-//! Why: libm's `expf` and `erff` are scalar calls. RoBERTa's exact GELU called `erff` 12.6
-//! million times per layer of a 16 x 256 batch (~0.6 s of a 5 s forward pass). The attention softmax of a 16 x 200 T5 encoder layer
-//! evaluates it 7.7 million times and took 38 ms of a ~350 ms layer, more than the attention
-//! products themselves; the gated GELU another 6.5 million.
+//! Why: libm's `expf` and `erff` are scalar calls. The attention softmax of a 16 x 200 T5
+//! encoder layer evaluates `expf` 7.7 million times and took 38 ms of a ~350 ms layer, more than
+//! the attention products themselves; the gated GELU another 6.5 million. RoBERTa's exact GELU
+//! called `erff` 12.6 million times per layer of a 16 x 256 batch (~0.6 s of a 5 s pass).
 //!
-//! How: Cephes' `expf` reduction and polynomial with branch-free arithmetic only. `x` is split
+//! How (`exp`): Cephes' `expf` reduction and polynomial with branch-free arithmetic only. `x` is split
 //! as `n ln2 + r` (`n` rounded to nearest with the 1.5·2²³ trick, `ln2` in two parts so `r` is
 //! exact), `e^r` is a degree-6 polynomial, and `2^n` is built in the exponent bits. Plain
 //! multiplies and adds (no fused multiply-add) so every machine computes the same bits.
@@ -37,7 +37,7 @@ pub fn exp_lane(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5; // Cephes' 5.0000001201e-1, which is 0.5 in f32
     let er = p * r2 + r + 1.0;
     // 2^n as two factors 2^(n/2) and 2^(n - n/2), each a normal float for every n in
     // [-126, 128] (the range after the clamp; 2^128 alone is not a float)
