@@ -26,13 +26,21 @@ pub fn linear_flat<B: Backend, const D: usize>(
     let rows: usize = dims[..D - 1].iter().product();
     let y = match crate::kernels_few_rows::linear(x.reshape([rows, dims[D - 1]]), weight, bias) {
         Ok(y) => y,
-        // burn adds the bias as a separate broadcast op on one core; on burn-flex it is added
-        // in parallel, in place
-        Err((x, weight, Some(bias))) if !B::ad_enabled(&x.device()) => {
-            match crate::kernels::add_bias(linear(x, weight, None), bias) {
+        // on burn-flex without autodiff: the product straight into its output buffer
+        // (`kernels_matmul`), and the bias added in parallel, in place (burn adds it as a
+        // separate broadcast op on one core)
+        Err((x, weight, bias)) if !B::ad_enabled(&x.device()) => {
+            let y = match crate::kernels_matmul::matmul_2d(x, weight) {
                 Ok(y) => y,
-                // what burn's `linear` computes: the product, then the broadcast bias
-                Err((y, bias)) => y + bias.unsqueeze(),
+                Err((x, weight)) => linear(x, weight, None),
+            };
+            match bias {
+                None => y,
+                Some(bias) => match crate::kernels::add_bias(y, bias) {
+                    Ok(y) => y,
+                    // what burn's `linear` computes: the product, then the broadcast bias
+                    Err((y, bias)) => y + bias.unsqueeze(),
+                },
             }
         }
         Err((x, weight, bias)) => linear(x, weight, bias),
