@@ -1,0 +1,104 @@
+"""Does a T5 trained from scratch on DialogSum summaries learn to read its source? Trains a fresh
+transformers T5 (FLAN-T5's architecture at the size given by the flags, transformers' own
+initialization) with torch on train summaries and prints, every --eval_every steps, the
+teacher-forced loss of 40 validation summaries given their own dialogue and given another row's
+("gap" = other - own: what the decoder takes from the encoder), and the same on "oracle" sources
+("ogap"): for each row the utterances that share the most words with its summary, cut to
+--oracle_len tokens. `--oracle P` trains on oracle sources with probability P (a curriculum that
+starts where cross-attention has few positions to choose from). Run by hand, 2 threads.
+
+    python tools/summary_learnability.py --steps 400 --src 192 [--oracle 1.0] [--tie 0] [--emb_std 0.1]
+
+Measured 2026-12-06 (AMD EPYC Zen 4, 2 cores, ~1.1 s per step of 16), d_model 256, 3+2 layers,
+AdamW 1e-3, warmup 100, dropout 0.1: gap at step 300-400 is 0.000-0.002 nats in every variant
+(baseline; embeddings drawn with std 0.1; untied LM head; all batches on 48-token oracle sources,
+ogap -0.001 at step 400), while the loss falls 5.5 -> 3.6.
+"""
+import argparse
+import re
+import json
+import os
+import random
+import time
+import torch
+from transformers import AutoTokenizer, T5ForConditionalGeneration, T5Config
+p = argparse.ArgumentParser()
+p.add_argument("--steps", type=int, default=400)
+p.add_argument("--lr", type=float, default=1e-3)
+p.add_argument("--dropout", type=float, default=0.1)
+p.add_argument("--src", type=int, default=256)
+p.add_argument("--tie", type=int, default=1)
+p.add_argument("--d", type=int, default=256)
+p.add_argument("--enc", type=int, default=3)
+p.add_argument("--dec", type=int, default=2)
+p.add_argument("--heads", type=int, default=4)
+p.add_argument("--dkv", type=int, default=64)
+p.add_argument("--dff", type=int, default=768)
+p.add_argument("--bs", type=int, default=16)
+p.add_argument("--emb_std", type=float, default=1.0)
+p.add_argument("--wd", type=float, default=0.01)
+p.add_argument("--eval_every", type=int, default=100)
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--prompt", type=int, default=1)
+p.add_argument("--save", default="")
+p.add_argument("--oracle", type=float, default=0.0)
+p.add_argument("--oracle_len", type=int, default=48)
+p.add_argument("--oracle_steps", type=int, default=10**9)
+a = p.parse_args()
+SHARED = os.environ.get("DETOX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+torch.manual_seed(a.seed); random.seed(a.seed); torch.set_num_threads(2)
+tok = AutoTokenizer.from_pretrained(SHARED + "/tokenizers/t5")
+cfg = T5Config(vocab_size=32128, d_model=a.d, d_kv=a.dkv, d_ff=a.dff, num_layers=a.enc, num_decoder_layers=a.dec,
+    num_heads=a.heads, dropout_rate=a.dropout, feed_forward_proj="gated-gelu", tie_word_embeddings=bool(a.tie),
+    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+model = T5ForConditionalGeneration(cfg)
+if a.emb_std != 1.0:
+    with torch.no_grad(): model.shared.weight.mul_(a.emb_std)
+T = "Summarize the following conversation.\n\n{}\n\nSummary: " if a.prompt else "{}"
+def load(f): return [json.loads(l) for l in open(f"{SHARED}/data/dialogsum/{f}.jsonl")]
+train = load("train"); val = load("validation")[:40]
+def enc(r):
+    x = tok(T.format(r["dialogue"]), truncation=True, max_length=a.src).input_ids
+    y = tok(r["summary"], truncation=True, max_length=64).input_ids
+    return x, y
+trainE = [enc(r) for r in train]; valE = [enc(r) for r in val]
+STOP = set("the a an and of to in is are was were be for on at with about that this it he she they his her their #person1# #person2# person1 person2 s".split())
+def words(t): return [w for w in re.findall(r"[a-z0-9']+", t.lower()) if w not in STOP]
+def oracle(r):
+    utts = r["dialogue"].split("\n"); sw = set(words(r["summary"]))
+    score = [(len(set(words(u)) & sw), i) for i, u in enumerate(utts)]
+    score.sort(key=lambda x: (-x[0], x[1])); keep = []; n = 0
+    for sc, i in score:
+        l = len(tok(utts[i]).input_ids)
+        if keep and n + l > a.oracle_len: break
+        keep.append(i); n += l
+    return "\n".join(utts[i] for i in sorted(keep))
+trainO = [enc({"dialogue": oracle(r), "summary": r["summary"]}) for r in train] if a.oracle > 0 else None
+valO = [enc({"dialogue": oracle(r), "summary": r["summary"]}) for r in val]
+opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.wd)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+def pad(seqs, v):
+    n = max(map(len, seqs)); return torch.tensor([s + [v] * (n - len(s)) for s in seqs])
+def evl(valE=valE):
+    model.eval(); res = {}
+    with torch.no_grad():
+        for name, sh in (("own", 0), ("other", 7)):
+            xs = [valE[(i + sh) % len(valE)][0] for i in range(len(valE))]
+            ys = [valE[i][1] for i in range(len(valE))]
+            x = pad(xs, 0); y = pad(ys, -100)
+            out = model(input_ids=x, attention_mask=(x != 0).long(), labels=y)
+            lp = torch.nn.functional.cross_entropy(out.logits.transpose(1, 2), y, ignore_index=-100, reduction="sum")
+            res[name] = lp.item() / (y != -100).sum().item()
+    model.train(); return res
+t0 = time.time(); order = list(range(len(trainE))); random.shuffle(order); pos = 0; ema = None
+for step in range(1, a.steps + 1):
+    if pos + a.bs > len(order): random.shuffle(order); pos = 0
+    src = trainO if (trainO is not None and step <= a.oracle_steps and random.random() < a.oracle) else trainE
+    b = [src[i] for i in order[pos:pos + a.bs]]; pos += a.bs
+    x = pad([e[0] for e in b], 0); y = pad([e[1] for e in b], -100)
+    loss = model(input_ids=x, attention_mask=(x != 0).long(), labels=y).loss
+    opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
+    ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+    if step % a.eval_every == 0:
+        r = evl(); ro = evl(valO); print(json.dumps({"step": step, "ogap": round(ro["other"] - ro["own"], 4), "train": round(ema, 3), "own": round(r["own"], 4), "other": round(r["other"], 4), "gap": round(r["other"] - r["own"], 4), "s": round(time.time() - t0)}), flush=True)
+if a.save: model.save_pretrained(a.save); tok.save_pretrained(a.save)
