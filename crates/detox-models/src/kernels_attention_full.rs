@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::kernels::{new_flex, softmax_row_with_bias, tensor_of};
 use crate::kernels_attention::{bias_row_start, shapes_fit, views, Four};
+use crate::kernels_matmul::gemm_into;
 
 thread_local! {
     /// One task's `[q, k]` scores, kept per worker thread between tasks and calls.
@@ -71,25 +72,12 @@ pub(crate) fn attend_merged<B: Backend>(
             // SAFETY: the pointers address [nq, d], [nk, d] and [nk, d] blocks inside each
             // view's storage (offsets and strides from its layout), and the [nq, nk] buffer.
             unsafe {
-                gemm::gemm(
-                    nq,
-                    nk,
-                    d,
+                gemm_into(
+                    (nq, nk, d),
                     scores.as_mut_ptr(),
-                    1,
                     nk as isize,
-                    false,
-                    qd.as_ptr().add(q.at(i, j)),
-                    1,
-                    q.strides[2] as isize,
-                    kd_.as_ptr().add(k.at(i, j)),
-                    k.strides[2] as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (qd.as_ptr().add(q.at(i, j)), q.strides[2] as isize, 1),
+                    (kd_.as_ptr().add(k.at(i, j)), 1, k.strides[2] as isize),
                     gemm::Parallelism::None,
                 );
             }
@@ -99,25 +87,12 @@ pub(crate) fn attend_merged<B: Backend>(
             // SAFETY: this task's destination is rows i*nq.. of [b*nq, h*d], columns j*d..
             // (j+1)*d: disjoint from every other task's, inside `out`.
             unsafe {
-                gemm::gemm(
-                    nq,
-                    d,
-                    nk,
+                gemm_into(
+                    (nq, d, nk),
                     out_ptr.at(i * nq * h * d + j * d),
-                    1,
                     (h * d) as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    nk as isize,
-                    vd.as_ptr().add(v.at(i, j)),
-                    1,
-                    v.strides[2] as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (scores.as_ptr(), nk as isize, 1),
+                    (vd.as_ptr().add(v.at(i, j)), v.strides[2] as isize, 1),
                     gemm::Parallelism::None,
                 );
             }

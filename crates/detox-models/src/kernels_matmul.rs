@@ -64,7 +64,10 @@ pub fn matmul_2d<B: Backend>(
     w: Tensor<B, 2>,
 ) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
     let back = |r: Result<FlexTensor, Tensor<B, 2>>| r.map_or_else(|t| t, tensor_of);
-    let (x, w) = match (primitive_as::<FlexTensor, B, 2>(x), primitive_as::<FlexTensor, B, 2>(w)) {
+    let (x, w) = match (
+        primitive_as::<FlexTensor, B, 2>(x),
+        primitive_as::<FlexTensor, B, 2>(w),
+    ) {
         (Ok(x), Ok(w)) => (x, w),
         (x, w) => return Err((back(x), back(w))),
     };
@@ -91,23 +94,58 @@ fn product(x: &Matrix, w: &Matrix) -> FlexTensor {
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     // SAFETY: the operands address [m, k] and [k, n] matrices inside their tensors' storage
     // (offset and strides from their layouts); the destination is the vector's capacity of
-    // m * n floats, row-major. With `read_dst` false gemm writes every destination element
-    // (k > 0), so the length can then be set to m * n.
+    // m * n floats, row-major, all of which `gemm_into` writes (k > 0), so the length can then
+    // be set to m * n.
+    unsafe {
+        gemm_into(
+            (m, n, k),
+            out.as_mut_ptr(),
+            n as isize,
+            (x.ptr(), x.row_stride, x.col_stride),
+            (w.ptr(), w.row_stride, w.col_stride),
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    new_flex(out, &[m, n])
+}
+
+/// A strided f32 matrix operand of [`gemm_into`]: its element (0, 0), row stride and column
+/// stride.
+pub(crate) type Operand = (*const f32, isize, isize);
+
+/// `dst = lhs · rhs` through gemm for `(m, n, k)` = `([m, k] · [k, n])`, into a destination with
+/// unit column stride and rows `dst_row_stride` apart. Nothing is read from `dst`; with `k > 0`
+/// every element of it is written. The one gemm call behind the products here and in
+/// `kernels_attention_full` (burn-flex's 2-D product makes the same call).
+///
+/// # Safety
+/// `lhs` and `rhs` must address whole `[m, k]` and `[k, n]` matrices with their strides, and
+/// `dst` a writable `[m, n]` block that no other thread writes meanwhile.
+pub(crate) unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_row_stride: isize,
+    (lhs, lhs_rs, lhs_cs): Operand,
+    (rhs, rhs_rs, rhs_cs): Operand,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: forwarded to the caller (see above)
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_row_stride,
             false,
-            x.ptr(),
-            x.col_stride,
-            x.row_stride,
-            w.ptr(),
-            w.col_stride,
-            w.row_stride,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
             0.0,
             1.0,
             false,
@@ -115,9 +153,7 @@ fn product(x: &Matrix, w: &Matrix) -> FlexTensor {
             false,
             parallelism,
         );
-        out.set_len(m * n);
     }
-    new_flex(out, &[m, n])
 }
 
 #[cfg(test)]
@@ -138,11 +174,12 @@ mod tests {
         for (m, k, n) in [(3, 5, 7), (300, 256, 200), (1, 768, 64)] {
             let x = rand([m, k], 1);
             let w = rand([k, n], 2);
-            let wt = Tensor::<F, 2>::from_data(w.clone().transpose().into_data(), &Default::default())
-                .transpose();
+            let wt =
+                Tensor::<F, 2>::from_data(w.clone().transpose().into_data(), &Default::default())
+                    .transpose();
             for w in [w.clone(), wt] {
                 let want = x.clone().matmul(w.clone()).into_data();
-                let got = matmul_2d(x.clone(), w).ok().expect("burn-flex f32 operands");
+                let got = matmul_2d(x.clone(), w).expect("burn-flex f32 operands");
                 assert_eq!(got.dims(), [m, n]);
                 assert_eq!(got.into_data(), want, "{m}x{k}x{n}");
             }
@@ -154,7 +191,7 @@ mod tests {
         let x = rand([6, 9], 3).slice([2..5, 1..8]);
         let w = rand([7, 4], 4);
         let want = x.clone().matmul(w.clone()).into_data();
-        assert_eq!(matmul_2d(x, w).ok().unwrap().into_data(), want);
+        assert_eq!(matmul_2d(x, w).unwrap().into_data(), want);
     }
 
     #[test]
@@ -163,7 +200,7 @@ mod tests {
         let dev = Default::default();
         let x = Tensor::<N, 2>::ones([2, 3], &dev);
         let w = Tensor::<N, 2>::ones([3, 4], &dev);
-        let (x, w) = matmul_2d(x, w).err().expect("ndarray is declined");
+        let (x, w) = matmul_2d(x, w).expect_err("ndarray is declined");
         assert_eq!((x.dims(), w.dims()), ([2, 3], [3, 4]));
         let x = Tensor::<F, 2>::ones([2, 0], &Default::default());
         let w = Tensor::<F, 2>::ones([0, 4], &Default::default());
