@@ -1,0 +1,183 @@
+//! One peer's collective operations: the sum of every replica's gradients, and the sum of a few
+//! scalars (losses, token counts, moments). Each operation waits at most the peer's timeout for
+//! the other peers, so a peer that died (another process, another machine) makes this one fail
+//! with an error instead of waiting forever.
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use burn::collective::{all_reduce, CollectiveError, PeerId, ReduceOperation};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::TensorPrimitive;
+
+use crate::ParallelError;
+
+/// The default wait for the other peers at one collective operation.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A peer of a data-parallel run: its global rank among `world` peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub rank: usize,
+    pub world: usize,
+    /// How long one collective operation waits for the other peers.
+    pub timeout: Duration,
+}
+
+impl Peer {
+    pub fn new(rank: usize, world: usize) -> Self {
+        Self {
+            rank,
+            world,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// burn-collective's id of this peer.
+    pub fn id(&self) -> PeerId {
+        PeerId(self.rank as u32)
+    }
+
+    /// Whether this is the main peer (rank 0): the one that writes checkpoints, metrics and
+    /// progress.
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// The element-wise sum of `values` over all peers (every peer passes as many).
+    pub fn all_reduce_sum<B: Backend>(
+        &self,
+        values: &[f32],
+        device: &B::Device,
+    ) -> Result<Vec<f32>, ParallelError> {
+        let t = Tensor::<B, 1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device);
+        let sum = self.reduce_primitive::<B>(t.into_primitive().tensor(), "summing scalars")?;
+        Ok(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(sum))
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float data"))
+    }
+
+    /// Replaces every gradient of `module`'s parameters in `grads` by its sum over all peers.
+    /// Gradients are matched by the order in which `module` visits its parameters (the same in
+    /// every replica of one architecture); the peers first check that they hold as many.
+    pub fn all_reduce_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: &M,
+        mut grads: GradientsParams,
+        device: &B::Device,
+    ) -> Result<GradientsParams, ParallelError> {
+        let count = grads.len();
+        let total = self.all_reduce_sum::<B::InnerBackend>(&[count as f32], device)?[0];
+        if total != (count * self.world) as f32 {
+            return Err(ParallelError::Mismatch {
+                rank: self.rank,
+                detail: format!(
+                    "this peer has {count} gradient tensors, the {} peers {total} in all (another model or --mode on some peer?)",
+                    self.world
+                ),
+            });
+        }
+        let mut v = ReduceGrads::<B> {
+            peer: *self,
+            grads: &mut grads,
+            seen: HashSet::new(),
+            err: None,
+            _b: std::marker::PhantomData,
+        };
+        module.visit(&mut v);
+        match v.err {
+            Some(e) => Err(e),
+            None => Ok(grads),
+        }
+    }
+
+    /// One all-reduce (sum) of `tensor`, waiting at most [`Peer::timeout`].
+    fn reduce_primitive<B: Backend>(
+        &self,
+        tensor: B::FloatTensorPrimitive,
+        what: &'static str,
+    ) -> Result<B::FloatTensorPrimitive, ParallelError> {
+        let id = self.id();
+        let result = with_timeout(self.timeout, move || {
+            all_reduce::<B>(id, tensor, ReduceOperation::Sum)
+        });
+        match result {
+            Some(Ok(t)) => Ok(t),
+            Some(Err(e)) => Err(self.collective_error(what, e)),
+            None => Err(ParallelError::Collective {
+                rank: self.rank,
+                what,
+                detail: format!(
+                    "no answer from the other peers within {} s (did a peer stop?)",
+                    self.timeout.as_secs()
+                ),
+            }),
+        }
+    }
+
+    fn collective_error(&self, what: &'static str, e: CollectiveError) -> ParallelError {
+        let detail = match e {
+            CollectiveError::LocalServerMissing => {
+                "the collective was stopped because another peer failed".to_string()
+            }
+            other => format!("{other:?}"),
+        };
+        ParallelError::Collective {
+            rank: self.rank,
+            what,
+            detail,
+        }
+    }
+}
+
+/// Runs `f` on its own thread and waits at most `timeout` for its result (`None`: it did not
+/// answer in time; the thread is left to finish or to end with the process).
+pub(crate) fn with_timeout<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("detox-collective".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn a thread");
+    rx.recv_timeout(timeout).ok()
+}
+
+struct ReduceGrads<'a, B: AutodiffBackend> {
+    peer: Peer,
+    grads: &'a mut GradientsParams,
+    /// A parameter reached twice (a shared module) is reduced once.
+    seen: HashSet<ParamId>,
+    err: Option<ParallelError>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ReduceGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.err.is_some() || !self.seen.insert(param.id) {
+            return;
+        }
+        let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        match self
+            .peer
+            .reduce_primitive::<B::InnerBackend>(g.into_primitive().tensor(), "summing gradients")
+        {
+            Ok(sum) => self.grads.register::<B::InnerBackend, D>(
+                param.id,
+                Tensor::from_primitive(TensorPrimitive::Float(sum)),
+            ),
+            Err(e) => self.err = Some(e),
+        }
+    }
+}
