@@ -69,6 +69,11 @@ impl DeviceArgs {
     pub fn run_autodiff<J: AutodiffJob>(self, job: J) -> Result<J::Output> {
         run_autodiff_on(self.kind, job)
     }
+
+    /// Runs `job` on `n` devices of the chosen kind, autodiff ([`run_parallel_on`]).
+    pub fn run_parallel<J: ParallelJob>(self, n: usize, job: J) -> Result<J::Output> {
+        run_parallel_on(self.kind, n, job)
+    }
 }
 
 /// Work that runs on whichever backend the user picked.
@@ -122,6 +127,42 @@ pub fn run_autodiff_on<J: AutodiffJob>(kind: DeviceKind, job: J) -> Result<J::Ou
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
             job.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::default())
+        }
+        #[allow(unreachable_patterns)]
+        other => missing_feature(other),
+    }
+}
+
+/// Data-parallel training work: gets one device per local peer, on the autodiff version of
+/// whichever backend the user picked.
+pub trait ParallelJob {
+    type Output;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<Self::Output>;
+}
+
+/// Runs `job` on `n` devices of `kind`: the CPU backends give every peer the (one) CPU device,
+/// sharing its cores; `cuda` GPUs 0..n-1; `wgpu` the default GPU for one peer, discrete GPUs
+/// 0..n-1 for several.
+pub fn run_parallel_on<J: ParallelJob>(kind: DeviceKind, n: usize, job: J) -> Result<J::Output> {
+    use burn::backend::Autodiff;
+    match kind {
+        DeviceKind::Cpu => job.run::<Autodiff<Cpu>>(vec![Default::default(); n]),
+        DeviceKind::Ndarray => {
+            job.run::<Autodiff<Ndarray>>(vec![burn::backend::ndarray::NdArrayDevice::Cpu; n])
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            use burn::backend::wgpu::WgpuDevice;
+            let devices = match n {
+                1 => vec![WgpuDevice::default()],
+                _ => (0..n).map(WgpuDevice::DiscreteGpu).collect(),
+            };
+            job.run::<Autodiff<burn::backend::Wgpu>>(devices)
+        }
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            let devices = (0..n).map(burn::backend::cuda::CudaDevice::new).collect();
+            job.run::<Autodiff<burn::backend::Cuda>>(devices)
         }
         #[allow(unreachable_patterns)]
         other => missing_feature(other),

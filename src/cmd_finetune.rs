@@ -8,9 +8,11 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use detox_models::lora::parameter_report;
 use detox_models::LoraConfig;
-use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, Start, Trainer};
+use detox_parallel::{run_local_peers, PeerJob, Topology};
+use detox_train::{Duration, FinetuneConfig, Mode, PromptTemplate, RunSummary, Start, Trainer};
 
-use crate::backend::{AutodiffJob, DeviceArgs};
+use crate::backend::{AutodiffJob, DeviceArgs, ParallelJob};
+use crate::parallel_args::ParallelArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
@@ -121,6 +123,8 @@ pub struct FinetuneArgs {
     pub keywords: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
     /// Continue from the latest checkpoint in --out, or from the checkpoint directory given.
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
     pub resume: Option<Option<PathBuf>>,
@@ -169,6 +173,165 @@ impl FinetuneArgs {
     }
 }
 
+/// `detox finetune`: on one device, or data-parallel on several (`--data-parallel`, `--nodes`).
+pub fn run(args: FinetuneArgs) -> Result<()> {
+    let topology = args.parallel.topology()?;
+    if topology.world() == 1 {
+        args.device.run_autodiff(Finetune(args))
+    } else {
+        args.device
+            .run_parallel(topology.devices, FinetuneParallel(args, topology))
+    }
+}
+
+/// What a run reads before it trains: its settings, model, data and start.
+struct Inputs {
+    cfg: FinetuneConfig,
+    dir: PathBuf,
+    train: Vec<detox_train::Example>,
+    eval: Option<Vec<detox_train::Example>>,
+    start: Start,
+}
+
+impl Inputs {
+    fn read(args: &FinetuneArgs) -> Result<Self> {
+        let eval = args
+            .eval
+            .as_ref()
+            .map(|p| detox_train::read_jsonl(p, args.eval_limit))
+            .transpose()?;
+        Ok(Self {
+            cfg: args.config()?,
+            dir: detox_hub::resolve_model(&args.model)?,
+            train: detox_train::read_jsonl(&args.train, args.train_limit)?,
+            eval,
+            start: Start::from_flags(args.resume.clone(), args.overwrite),
+        })
+    }
+}
+
+/// Prints what the run is about to do (the main peer's process only).
+fn announce<B: AutodiffBackend>(args: &FinetuneArgs, trainer: &Trainer<B>, peers: usize) {
+    let (trainable, all) = trainer.parameter_counts();
+    if args.mode == ModeArg::Lora && !args.json {
+        println!("{}", parameter_report(trainable, all));
+    }
+    if let Some(ck) = trainer.resumed_from() {
+        eprintln!("resuming from {} at step {}", ck.display(), trainer.step());
+    }
+    let on = if peers > 1 {
+        format!(" on {peers} data-parallel peers")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "fine-tuning ({}){on} on {} examples: {} optimizer steps, {} trainable of {} parameters",
+        match args.mode {
+            ModeArg::Full => "full",
+            ModeArg::Lora => "LoRA",
+        },
+        trainer.num_train_examples(),
+        trainer.total_steps(),
+        trainable,
+        all
+    );
+}
+
+/// Prints the run's outcome.
+fn report(args: &FinetuneArgs, summary: &RunSummary, (trainable, all): (usize, usize)) {
+    if args.json {
+        let out = serde_json::json!({
+            "steps": summary.steps,
+            "first_loss": summary.first_loss,
+            "last_loss": summary.last_loss,
+            "eval_loss": summary.eval_loss,
+            "trainable_params": trainable,
+            "all_params": all,
+            "final": summary.final_dir,
+            "checkpoint": summary.last_checkpoint,
+        });
+        println!("{out}");
+    } else {
+        if let (Some(a), Some(b)) = (summary.first_loss, summary.last_loss) {
+            println!("loss {a:.4} -> {b:.4} over {} steps", summary.steps);
+        }
+        if let Some(e) = summary.eval_loss {
+            println!("eval loss {e:.4}");
+        }
+        println!("final model: {}", summary.final_dir.display());
+        println!("last checkpoint: {}", summary.last_checkpoint.display());
+    }
+}
+
+/// Data-parallel fine-tuning: one trainer per local peer (the main peer's first, holding the
+/// run directory), trained together by `detox-parallel`.
+struct FinetuneParallel(FinetuneArgs, Topology);
+
+impl ParallelJob for FinetuneParallel {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
+        let (args, topology) = (self.0, self.1);
+        let inputs = Inputs::read(&args)?;
+        let mut trainers = Vec::with_capacity(devices.len());
+        for (local, device) in devices.iter().enumerate() {
+            let main = topology.global_rank(local) == 0;
+            let build = if main {
+                Trainer::<B>::new
+            } else {
+                Trainer::<B>::replica
+            };
+            let t = build(
+                &inputs.dir,
+                &inputs.train,
+                inputs.eval.as_deref(),
+                &args.out,
+                inputs.cfg.clone(),
+                inputs.start.clone(),
+                device,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot set up fine-tuning on peer {}",
+                    topology.global_rank(local)
+                )
+            })?;
+            trainers.push(t);
+        }
+        let counts = trainers[0].parameter_counts();
+        if topology.holds_main() {
+            crate::backend::record_start(&args.out, args.device)?;
+            announce(&args, &trainers[0], topology.world());
+        }
+        detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
+        let progress = std::io::stderr().is_terminal();
+        let jobs: Vec<PeerJob<'_, Option<RunSummary>, anyhow::Error>> = trainers
+            .into_iter()
+            .map(|mut t| {
+                Box::new(move |peer: detox_parallel::Peer| {
+                    t.set_peer(peer)?;
+                    Ok(if peer.is_main() {
+                        Some(t.run(progress)?)
+                    } else {
+                        t.run_replica()?;
+                        None
+                    })
+                }) as PeerJob<'_, _, _>
+            })
+            .collect();
+        let results = run_local_peers::<B::InnerBackend, _, anyhow::Error>(
+            &topology,
+            devices,
+            jobs,
+            args.parallel.timeout(),
+        )?;
+        if let Some(summary) = results.into_iter().flatten().next() {
+            report(&args, &summary, counts);
+        }
+        Ok(())
+    }
+}
+
 pub struct Finetune(pub FinetuneArgs);
 
 impl AutodiffJob for Finetune {
@@ -176,68 +339,22 @@ impl AutodiffJob for Finetune {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        let cfg = args.config()?;
-        let dir = detox_hub::resolve_model(&args.model)?;
-        let train = detox_train::read_jsonl(&args.train, args.train_limit)?;
-        let eval = args
-            .eval
-            .as_ref()
-            .map(|p| detox_train::read_jsonl(p, args.eval_limit))
-            .transpose()?;
-        let start = Start::from_flags(args.resume.clone(), args.overwrite);
+        let inputs = Inputs::read(&args)?;
         let mut trainer = Trainer::<B>::new(
-            &dir,
-            &train,
-            eval.as_deref(),
+            &inputs.dir,
+            &inputs.train,
+            inputs.eval.as_deref(),
             &args.out,
-            cfg,
-            start,
+            inputs.cfg,
+            inputs.start,
             &device,
         )
         .context("cannot set up fine-tuning")?;
         crate::backend::record_start(&args.out, args.device)?;
-        let (trainable, all) = trainer.parameter_counts();
-        if args.mode == ModeArg::Lora && !args.json {
-            println!("{}", parameter_report(trainable, all));
-        }
-        if let Some(ck) = trainer.resumed_from() {
-            eprintln!("resuming from {} at step {}", ck.display(), trainer.step());
-        }
-        eprintln!(
-            "fine-tuning ({}) on {} examples: {} optimizer steps, {} trainable of {} parameters",
-            match args.mode {
-                ModeArg::Full => "full",
-                ModeArg::Lora => "LoRA",
-            },
-            trainer.num_train_examples(),
-            trainer.total_steps(),
-            trainable,
-            all
-        );
+        announce(&args, &trainer, 1);
         detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
         let summary = trainer.run(std::io::stderr().is_terminal())?;
-        if args.json {
-            let out = serde_json::json!({
-                "steps": summary.steps,
-                "first_loss": summary.first_loss,
-                "last_loss": summary.last_loss,
-                "eval_loss": summary.eval_loss,
-                "trainable_params": trainable,
-                "all_params": all,
-                "final": summary.final_dir,
-                "checkpoint": summary.last_checkpoint,
-            });
-            println!("{out}");
-        } else {
-            if let (Some(a), Some(b)) = (summary.first_loss, summary.last_loss) {
-                println!("loss {a:.4} -> {b:.4} over {} steps", summary.steps);
-            }
-            if let Some(e) = summary.eval_loss {
-                println!("eval loss {e:.4}");
-            }
-            println!("final model: {}", summary.final_dir.display());
-            println!("last checkpoint: {}", summary.last_checkpoint.display());
-        }
+        report(&args, &summary, trainer.parameter_counts());
         Ok(())
     }
 }

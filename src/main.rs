@@ -19,6 +19,7 @@ mod cmd_train_classifier;
 mod cmd_train_reward;
 mod generation_args;
 mod malloc;
+mod parallel_args;
 mod prompt;
 mod shipped;
 
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
         Command::Rouge(a) => cmd_rouge::run(&a),
         Command::Evaluate(a) => a.device.run(cmd_evaluate::Evaluate(a)),
         Command::Bench(a) => a.device.run_autodiff(bench::Bench(a)),
-        Command::Finetune(a) => a.device.run_autodiff(cmd_finetune::Finetune(*a)),
+        Command::Finetune(a) => cmd_finetune::run(*a),
         Command::BenchPpo(a) => a.device.run_autodiff(bench_ppo::PpoBench(a)),
         Command::TrainClassifier(a) => a
             .device

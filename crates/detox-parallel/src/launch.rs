@@ -10,7 +10,7 @@ use std::time::Duration;
 use burn::collective::{finish_collective, register, reset_collective};
 use burn::prelude::Backend;
 
-use crate::peer::with_timeout;
+use crate::peer::{with_timeout, Waited};
 use crate::{ParallelError, Peer, Topology};
 
 /// One local peer's work: given its [`Peer`], the job runs its share of the run.
@@ -45,7 +45,7 @@ where
         .into());
     }
     let _session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
-    reset_collective::<B>();
+    reset::<B>();
     let world = topology.world();
     let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
     let outcome = std::thread::scope(|s| {
@@ -68,8 +68,15 @@ where
         drop(tx);
         collect::<B, T, E>(rx, topology.devices)
     });
-    reset_collective::<B>();
+    reset::<B>();
     outcome
+}
+
+/// Forgets every peer and pending operation of the collective, so that waiting peers fail.
+/// burn-collective panics here when its server already stopped (after its own panic): nothing
+/// is left to reset then.
+fn reset<B: Backend>() {
+    let _ = catch_unwind(reset_collective::<B>);
 }
 
 /// Registers `peer`, runs its job, and unregisters it when the job succeeded.
@@ -87,15 +94,22 @@ fn run_peer<B: Backend, T, E: From<ParallelError>>(
         detail,
     };
     match registered {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Err(fail("registering", format!("{e:?}")).into()),
-        None => {
+        Waited::Done(Ok(())) => {}
+        Waited::Done(Err(e)) => return Err(fail("registering", format!("{e:?}")).into()),
+        Waited::TimedOut => {
             return Err(fail(
                 "registering",
                 format!(
                     "the other peers did not join within {} s (is every node started, and the orchestrator reachable?)",
                     peer.timeout.as_secs()
                 ),
+            )
+            .into())
+        }
+        Waited::Broken => {
+            return Err(fail(
+                "registering",
+                "burn-collective's server stopped (see the error above)".into(),
             )
             .into())
         }
@@ -136,7 +150,7 @@ fn collect<B: Backend, T, E>(
             Ok(t) => results[local] = Some(t),
             Err(e) => {
                 if first_err.is_none() {
-                    reset_collective::<B>();
+                    reset::<B>();
                     first_err = Some(e);
                 }
             }

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use burn::collective::{all_reduce, CollectiveError, PeerId, ReduceOperation};
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -97,6 +97,26 @@ impl Peer {
         }
     }
 
+    /// `module` with the main peer's parameter values on every peer (what torch's
+    /// DistributedDataParallel does at construction): replicas then start equal even where their
+    /// random initialization (a fresh LoRA adapter) drew differently. Parameter ids and
+    /// `require_grad` are kept.
+    pub fn broadcast_module<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: M,
+    ) -> Result<M, ParallelError> {
+        let mut m = BroadcastParams::<B> {
+            peer: *self,
+            err: None,
+            _b: std::marker::PhantomData,
+        };
+        let module = module.map(&mut m);
+        match m.err {
+            Some(e) => Err(e),
+            None => Ok(module),
+        }
+    }
+
     /// One all-reduce (sum) of `tensor`, waiting at most [`Peer::timeout`].
     fn reduce_primitive<B: Backend>(
         &self,
@@ -107,17 +127,26 @@ impl Peer {
         let result = with_timeout(self.timeout, move || {
             all_reduce::<B>(id, tensor, ReduceOperation::Sum)
         });
-        match result {
-            Some(Ok(t)) => Ok(t),
-            Some(Err(e)) => Err(self.collective_error(what, e)),
-            None => Err(ParallelError::Collective {
+        self.answer(what, result)
+    }
+
+    /// A collective operation's result as this crate's error, `None` meaning no answer in time.
+    fn answer<T>(
+        &self,
+        what: &'static str,
+        result: Waited<Result<T, CollectiveError>>,
+    ) -> Result<T, ParallelError> {
+        if let Some(detail) = result.failure(self.timeout) {
+            return Err(ParallelError::Collective {
                 rank: self.rank,
                 what,
-                detail: format!(
-                    "no answer from the other peers within {} s (did a peer stop?)",
-                    self.timeout.as_secs()
-                ),
-            }),
+                detail,
+            });
+        }
+        match result {
+            Waited::Done(Ok(t)) => Ok(t),
+            Waited::Done(Err(e)) => Err(self.collective_error(what, e)),
+            _ => unreachable!("failure() covers the rest"),
         }
     }
 
@@ -141,7 +170,7 @@ impl Peer {
 pub(crate) fn with_timeout<T: Send + 'static>(
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
+) -> Waited<T> {
     let (tx, rx) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("detox-collective".into())
@@ -149,7 +178,77 @@ pub(crate) fn with_timeout<T: Send + 'static>(
             let _ = tx.send(f());
         })
         .expect("spawn a thread");
-    rx.recv_timeout(timeout).ok()
+    match rx.recv_timeout(timeout) {
+        Ok(t) => Waited::Done(t),
+        Err(mpsc::RecvTimeoutError::Timeout) => Waited::TimedOut,
+        // `f` panicked (burn-collective's server stopped)
+        Err(mpsc::RecvTimeoutError::Disconnected) => Waited::Broken,
+    }
+}
+
+/// What waiting for a collective operation gave.
+pub(crate) enum Waited<T> {
+    Done(T),
+    TimedOut,
+    Broken,
+}
+
+impl<T> Waited<T> {
+    /// The error text of an operation that did not answer (`None` when it did).
+    pub(crate) fn failure(&self, timeout: Duration) -> Option<String> {
+        match self {
+            Waited::Done(_) => None,
+            Waited::TimedOut => Some(format!(
+                "no answer from the other peers within {} s (did a peer stop?)",
+                timeout.as_secs()
+            )),
+            Waited::Broken => Some("burn-collective's server stopped (see the error above)".into()),
+        }
+    }
+}
+
+struct BroadcastParams<B: AutodiffBackend> {
+    peer: Peer,
+    err: Option<ParallelError>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for BroadcastParams<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if self.err.is_some() {
+            return param;
+        }
+        param.map(|t| {
+            let require_grad = t.is_require_grad();
+            // burn-collective 0.21 has no broadcast across nodes: a sum in which only the main
+            // peer's tensor is not zero gives the same.
+            let inner = t.clone().inner();
+            let sent = if self.peer.is_main() {
+                inner
+            } else {
+                inner.zeros_like()
+            };
+            match self.peer.reduce_primitive::<B::InnerBackend>(
+                sent.into_primitive().tensor(),
+                "copying the main peer's parameters",
+            ) {
+                Ok(p) => {
+                    let t = Tensor::<B, D>::from_inner(Tensor::from_primitive(
+                        TensorPrimitive::Float(p),
+                    ));
+                    if require_grad {
+                        t.require_grad()
+                    } else {
+                        t
+                    }
+                }
+                Err(e) => {
+                    self.err = Some(e);
+                    t
+                }
+            }
+        })
+    }
 }
 
 struct ReduceGrads<'a, B: AutodiffBackend> {

@@ -37,6 +37,7 @@ use detox_hub::atomic::write_dir_atomic;
 use detox_hub::models::{load_t5_with_dropout, set_lora_dropout};
 use detox_hub::HubError;
 use detox_models::{LoraConfig, LoraTarget, T5Config, T5ForConditionalGeneration};
+use detox_parallel::Peer;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,8 @@ pub enum TrainError {
     Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     RunDir(#[from] RunDirError),
+    #[error(transparent)]
+    Parallel(#[from] detox_parallel::ParallelError),
     #[error("the {what} is not finite ({value}) at step {step}: lower --lr or check the data")]
     NonFinite {
         what: &'static str,
@@ -339,20 +342,26 @@ pub fn micro_step<B: AutodiffBackend>(
     accum: usize,
     device: &B::Device,
 ) -> (f64, GradientsParams) {
-    micro_step_with(model, batch, None, accum, device)
+    micro_step_with(model, batch, None, accum, None, device)
 }
 
-/// [`micro_step`] with these decoder input ids ([`batch_loss_with`]).
+/// [`micro_step`] with these decoder input ids ([`batch_loss_with`]), the loss also multiplied
+/// by `weight` before backward (a data-parallel share's token weight, [`detox_parallel::shard`]).
 fn micro_step_with<B: AutodiffBackend>(
     model: &T5<B>,
     batch: &Batch,
     decoder_input_ids: Option<Vec<i64>>,
     accum: usize,
+    weight: Option<f64>,
     device: &B::Device,
 ) -> (f64, GradientsParams) {
     let loss = batch_loss_with(model, batch, decoder_input_ids, device);
     let value = loss.clone().into_scalar().elem::<f64>();
     let loss = if accum > 1 { loss / accum as f64 } else { loss };
+    let loss = match weight {
+        Some(w) => loss * w,
+        None => loss,
+    };
     (value, GradientsParams::from_grads(loss.backward(), model))
 }
 
@@ -446,8 +455,11 @@ pub struct Trainer<B: AutodiffBackend> {
     device: B::Device,
     last_save: LastSave,
     resumed_from: Option<PathBuf>,
-    /// The output directory's lock, held for the trainer's life.
-    _lock: RunLock,
+    /// The output directory's lock, held for the trainer's life (by the main peer only: a
+    /// data-parallel replica writes nothing).
+    _lock: Option<RunLock>,
+    /// This trainer's place in a data-parallel run (`None`: it trains alone).
+    peer: Option<Peer>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -463,9 +475,49 @@ impl<B: AutodiffBackend> Trainer<B> {
         start: Start,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
+        Self::build(model_dir, train, eval, out, cfg, start, device, true)
+    }
+
+    /// A data-parallel replica of the run the main peer's [`Trainer::new`] sets up in `out`: the
+    /// same model, data and (when resuming) checkpoint, but it takes no lock and writes nothing;
+    /// it only trains ([`Trainer::run_replica`]). Build it after the main peer's trainer, then
+    /// give each its [`Peer`] ([`Trainer::set_peer`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn replica(
+        model_dir: &Path,
+        train: &[Example],
+        eval: Option<&[Example]>,
+        out: &Path,
+        cfg: FinetuneConfig,
+        start: Start,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let start = match start {
+            // the main peer deletes the previous run; a replica starts afresh
+            Start::Overwrite => Start::New,
+            s => s,
+        };
+        Self::build(model_dir, train, eval, out, cfg, start, device, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        model_dir: &Path,
+        train: &[Example],
+        eval: Option<&[Example]>,
+        out: &Path,
+        cfg: FinetuneConfig,
+        start: Start,
+        device: &B::Device,
+        main: bool,
+    ) -> Result<Self, TrainError> {
         cfg.validate()?;
         let data = tokenize(model_dir, train, eval, &cfg)?;
-        let lock = open_run_dir(out, start.run_start(), RUN_OUTPUTS)?;
+        let lock = if main {
+            Some(open_run_dir(out, start.run_start(), RUN_OUTPUTS)?)
+        } else {
+            None
+        };
         let checkpoint = resume_checkpoint(out, &start)?;
         let state = checkpoint.as_deref().map(read_trainer_state).transpose()?;
         if let Some(s) = &state {
@@ -515,7 +567,29 @@ impl<B: AutodiffBackend> Trainer<B> {
             lora,
             cfg,
             _lock: lock,
+            peer: None,
         })
+    }
+
+    /// Makes this trainer `peer` of a data-parallel run: each step it trains on its share of
+    /// every micro-batch and sums its token-weighted gradients with the other peers' before the
+    /// (identical) update. Every replica first takes the main peer's parameters
+    /// ([`Peer::broadcast_module`]), so they start equal whatever their initialization drew.
+    pub fn set_peer(&mut self, peer: Peer) -> Result<(), TrainError> {
+        let model = self.model.take().expect("model present between steps");
+        self.model = Some(peer.broadcast_module(model)?);
+        self.peer = Some(peer);
+        Ok(())
+    }
+
+    /// Trains a data-parallel replica to the end: the steps only (the main peer logs, evaluates
+    /// and checkpoints). It stops when the run ends or when a collective operation fails (the
+    /// main peer stopped).
+    pub fn run_replica(&mut self) -> Result<(), TrainError> {
+        while self.step < self.schedule.total {
+            self.train_step()?;
+        }
+        Ok(())
     }
 
     /// Drops the optimizer state (AdamW moments): the next step starts them afresh.
@@ -568,23 +642,49 @@ impl<B: AutodiffBackend> Trainer<B> {
         for micro in 0..self.cfg.grad_accum {
             let idx = self.stream.next_indices();
             let rows: Vec<&Tokenized> = idx.iter().map(|&i| &self.train[i]).collect();
+            tokens += rows
+                .iter()
+                .map(|r| r.input_ids.len() + r.labels.len())
+                .sum::<usize>();
+            let (rows, weight) = match self.peer {
+                None => (rows, None),
+                Some(p) => peer_share(rows, p),
+            };
             let batch = Batch::collate(&rows, self.pad);
-            tokens += batch.num_tokens();
             let dec = self
                 .unk
                 .filter(|_| self.cfg.decoder_word_dropout > 0.0)
                 .map(|unk| {
-                    let mut rng = crate::word_dropout::micro_batch_rng(seed, micro);
+                    let rank = self.peer.map_or(0, |p| p.rank);
+                    let mut rng = crate::word_dropout::micro_batch_rng(seed, micro + rank);
                     let p = self.cfg.decoder_word_dropout;
                     dropped_decoder_inputs(&batch, &model.config, p, unk, &mut rng)
                 });
-            let (loss, grads) =
-                micro_step_with(&model, &batch, dec, self.cfg.grad_accum, &self.device);
-            loss_sum += loss;
+            let (loss, grads) = micro_step_with(
+                &model,
+                &batch,
+                dec,
+                self.cfg.grad_accum,
+                weight,
+                &self.device,
+            );
+            loss_sum += loss * weight.unwrap_or(1.0);
             accum.accumulate(&model, grads);
         }
+        let mut grads = accum.grads();
+        if let Some(p) = self.peer {
+            // the step's loss and gradients over the whole batch: the shares' weighted sums
+            grads = match p.all_reduce_grads(&model, grads, &self.device) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e.into());
+                }
+            };
+            loss_sum =
+                p.all_reduce_sum::<B::InnerBackend>(&[loss_sum as f32], &self.device)?[0] as f64;
+        }
         let loss = loss_sum / self.cfg.grad_accum as f64;
-        let grads = accum.grads();
         if !loss.is_finite() {
             self.model = Some(model);
             return Err(TrainError::NonFinite {
@@ -1013,6 +1113,10 @@ fn load_model<B: AutodiffBackend>(
             let mut lc = cfg.lora.clone();
             lc.base_model_name_or_path = Some(model_dir.display().to_string());
             m.add_lora(&lc, device).map_err(TrainError::Config)?;
+            // burn draws a new parameter's values when it is first read: draw the adapter's now,
+            // right after the run's seeding, so that every trainer built with this seed (the
+            // replicas of a data-parallel run too) starts from the same adapter.
+            materialize(&m);
             lc
         }
         Some(ck) => {
@@ -1024,6 +1128,31 @@ fn load_model<B: AutodiffBackend>(
         }
     };
     Ok((m, Some(lc)))
+}
+
+/// Peer `p`'s share of a micro-batch's `rows` and its token weight
+/// ([`detox_parallel::shard`]). A peer whose share is empty (fewer rows than peers) trains on the
+/// first row with weight 0, so that it still contributes a (zero) gradient for every parameter.
+fn peer_share(rows: Vec<&Tokenized>, p: Peer) -> (Vec<&Tokenized>, Option<f64>) {
+    let total: usize = rows.iter().map(|r| r.labels.len()).sum();
+    let range = detox_parallel::share(rows.len(), p.world, p.rank);
+    if range.is_empty() {
+        return (rows.into_iter().take(1).collect(), Some(0.0));
+    }
+    let mine: Vec<&Tokenized> = rows[range].to_vec();
+    let tokens: usize = mine.iter().map(|r| r.labels.len()).sum();
+    (mine, Some(detox_parallel::token_weight(tokens, total)))
+}
+
+/// Reads every parameter of `module` once, so that lazily initialized ones draw their values now.
+fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
 }
 
 /// The backend seed of step `step`'s dropout masks.
