@@ -337,3 +337,117 @@ fn finetune_data_parallel_matches_one_device_and_writes_once() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// PPO: one trl step (the fixtures of tests/parity_ppo.rs) on 1 and on 2 peers
+// ---------------------------------------------------------------------------------------------
+
+use detox_ppo::{load_policy, reference_model, PpoTrainer, ReferenceKind};
+use serde_json::Value;
+
+fn ppo_trainer(case: &str) -> (PpoTrainer<Ad>, Value) {
+    let dir = fixtures().join("ppo").join(case);
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
+    let mut c = fx["config"].clone();
+    let m = c.as_object_mut().unwrap();
+    m.remove("backward_batch_size");
+    m.remove("seed");
+    let config: detox_rl::PpoConfig = serde_json::from_value(c).unwrap();
+    let device = Default::default();
+    let (policy, _) = load_policy::<Ad>(
+        &fixtures().join("t5-tiny"),
+        Some(&dir.join("adapter")),
+        None,
+        Some(&dir.join("v_head.safetensors")),
+        &device,
+    )
+    .unwrap();
+    let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
+    (
+        PpoTrainer::new(policy, reference, config, 0, &device).unwrap(),
+        fx,
+    )
+}
+
+/// The fixture's first step: queries, responses, scores and trl's permutations.
+type StepInputs = (Vec<Vec<u32>>, Vec<Vec<u32>>, Vec<f32>, Vec<Vec<usize>>);
+
+fn step_inputs(fx: &Value, epochs: usize, batch: usize) -> StepInputs {
+    let st = &fx["steps"][0];
+    let rows = |v: &Value| -> Vec<Vec<u32>> { serde_json::from_value(v.clone()).unwrap() };
+    let mut perms: Vec<Vec<usize>> = serde_json::from_value(st["permutations"].clone()).unwrap();
+    while perms.len() < epochs {
+        perms.push((0..batch).collect());
+    }
+    let scores: Vec<f32> = serde_json::from_value(st["scores"].clone()).unwrap();
+    (rows(&st["queries"]), rows(&st["responses"]), scores, perms)
+}
+
+fn policy_values(t: &PpoTrainer<Ad>) -> Vec<Vec<f32>> {
+    let mut v = Values(Vec::new());
+    t.policy().valid().visit(&mut v);
+    v.0
+}
+
+fn check_ppo(case: &str) {
+    let _serial = serial();
+    let (mut alone, fx) = ppo_trainer(case);
+    let (epochs, batch) = (alone.config.ppo_epochs, alone.config.batch_size);
+    let (q, r, s, p) = step_inputs(&fx, epochs, batch);
+    let start = policy_values(&alone);
+    let want = alone.step_with_permutations(&q, &r, &s, Some(&p)).unwrap();
+    let want_params = policy_values(&alone);
+
+    let jobs: Vec<PeerJob<'_, (Vec<Vec<f32>>, detox_rl::Stats), anyhow::Error>> = (0..2)
+        .map(|_| {
+            let (mut t, _) = ppo_trainer(case);
+            let (q, r, s, p) = (q.clone(), r.clone(), s.clone(), p.clone());
+            Box::new(move |peer| {
+                t.set_peer(peer)?;
+                let out = t.step_with_permutations(&q, &r, &s, Some(&p))?;
+                Ok((policy_values(&t), out.stats))
+            }) as PeerJob<'_, _, anyhow::Error>
+        })
+        .collect();
+    let peers = run_local_peers::<Cpu, _, anyhow::Error>(
+        &Topology::local(2),
+        vec![Default::default(); 2],
+        jobs,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let moved = max_diff(&want_params, &start);
+    assert!(moved > 1e-6, "the step must move the policy ({moved:e})");
+    for (rank, (params, stats)) in peers.iter().enumerate() {
+        let d = max_diff(params, &want_params);
+        eprintln!("ppo {case}: peer {rank} of 2: max |diff| {d:e} (the step moved {moved:e})");
+        assert!(
+            d < 1e-5,
+            "peer {rank}: the policy differs from one device's by {d:e}"
+        );
+        for (k, w) in want.stats.iter().filter(|(k, _)| !k.starts_with("time/")) {
+            let g = stats[k];
+            // relative 1e-4, plus the float32 resolution of t5-tiny's log-probs (about -50:
+            // one ulp is 4e-6), which stats such as policykl take differences of
+            let tol = 1e-4 * w.abs() + 2e-5;
+            assert!(
+                (g - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+                "peer {rank}: stat {k}: {g} vs {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_peers_take_trls_ppo_step_as_one_device_does() {
+    // 4 rows, minibatches of 2 (one row per peer), 2 epochs, adaptive KL, clipping.
+    check_ppo("default");
+}
+
+#[test]
+fn two_peers_take_the_accumulated_early_stopped_ppo_step_as_one_device_does() {
+    // minibatches of 1 row (the second peer's share is empty), 2 accumulation steps, full KL,
+    // whitened rewards, score clipping, early stopping on the summed policykl.
+    check_ppo("full_scaled");
+}

@@ -28,10 +28,12 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use detox_hub::tokenizer::{pad_batch, EncodedBatch};
 use detox_models::T5ForConditionalGeneration;
+use detox_parallel::Peer;
 use detox_rl::{
-    compute_advantages, compute_rewards, compute_rewards_full, ppo_loss, record_step_stats,
-    seq2seq_forward_outputs, to_vec_f32, trl_clips_this_call, Advantages, ForwardOutputs,
-    KlController, KlPenalty, PpoConfig, Rewards, RlError, RunningMoments, Stats,
+    compute_advantages, compute_rewards, compute_rewards_full, item, masked_mean, ppo_loss,
+    record_step_stats, seq2seq_forward_outputs, to_vec_f32, trl_clips_this_call, Advantages,
+    ForwardOutputs, KlController, KlPenalty, PpoConfig, Rewards, RlError, RunningMoments, Stats,
+    LOSS_STAT_KEYS,
 };
 use detox_train::clip_grad_norm;
 use rand::rngs::StdRng;
@@ -264,6 +266,9 @@ pub struct PpoTrainer<B: AutodiffBackend> {
     pub trl_clip_quirk: bool,
     pad: u32,
     device: B::Device,
+    /// This trainer's place in a data-parallel step (`None`: it trains alone), see
+    /// [`PpoTrainer::set_peer`].
+    peer: Option<Peer>,
 }
 
 impl<B: AutodiffBackend> PpoTrainer<B> {
@@ -293,7 +298,23 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
             trl_clip_quirk: true,
             pad,
             device: device.clone(),
+            peer: None,
         })
+    }
+
+    /// Makes this trainer `peer` of a data-parallel run (`detox-parallel`). Every peer calls
+    /// `step` with the whole batch; the rollout pass, rewards and advantages are computed on it
+    /// by each peer (the same numbers everywhere, advantages whitened over the global batch),
+    /// while every minibatch's forward and backward pass is split: each peer takes its share of
+    /// the minibatch's rows, weights its loss by its share of the minibatch's response tokens,
+    /// and the peers sum their gradients before clipping and Adam and their token-weighted
+    /// stats (`policykl` for early stopping, `avg_ratio` for `ratio_threshold`), so the update
+    /// is one device's. The policy first takes peer 0's weights.
+    pub fn set_peer(&mut self, peer: Peer) -> Result<(), RlError> {
+        let policy = self.policy.take().expect("policy present between steps");
+        self.policy = Some(peer.broadcast_module(policy).map_err(collective)?);
+        self.peer = Some(peer);
+        Ok(())
     }
 
     pub fn policy(&self) -> &Seq2SeqLMWithValueHead<B> {
@@ -421,7 +442,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         let returns_h = HostMatrix::checked("returns", adv.returns.clone())?;
 
         let (minibatches, early_stopped) = times.time("optimize_step", || {
-            let targets = Targets::<B>::new(&rollout, &adv);
+            let targets = Targets::<B>::new(&rollout, &adv, &host.masks);
             self.train_epochs(&batch, &targets, permutations)
         })?;
         let mut stats = times.time("calc_stats", || {
@@ -567,7 +588,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
                 pending += 1;
                 if pending == ga {
                     pending = 0;
-                    self.optimizer_step(accum.grads());
+                    self.optimizer_step(accum.grads())?;
                 }
             }
             if self.config.early_stop(last_policykl) {
@@ -590,6 +611,9 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         ga: usize,
         accum: &mut GradientsAccumulator<Seq2SeqLMWithValueHead<B>>,
     ) -> Result<MinibatchRecord, RlError> {
+        if let Some(peer) = self.peer {
+            return self.train_minibatch_share(peer, batch, targets, rows, ga, accum);
+        }
         let policy = self.policy();
         let out = policy_forward(policy, batch, &rows, &self.device)?;
         let [old_logprobs, old_values, masks, advantages, returns] =
@@ -625,10 +649,117 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         })
     }
 
+    /// [`train_minibatch`](Self::train_minibatch) of a data-parallel peer: its share of `rows`
+    /// (contiguous, [`detox_parallel::share`]) with the loss weighted by the share's response
+    /// tokens, and the minibatch's stats as one device computes them over all `rows`: the
+    /// peers' token-weighted sums of the masked means, the variances from the summed first and
+    /// second moments, `ratio_threshold` judged on the summed `avg_ratio`.
+    fn train_minibatch_share(
+        &self,
+        peer: Peer,
+        batch: &PaddedBatch,
+        targets: &Targets<B>,
+        rows: Vec<usize>,
+        ga: usize,
+        accum: &mut GradientsAccumulator<Seq2SeqLMWithValueHead<B>>,
+    ) -> Result<MinibatchRecord, RlError> {
+        let tokens: Vec<usize> = rows.iter().map(|&r| targets.row_tokens[r]).collect();
+        let total: usize = tokens.iter().sum();
+        let range = detox_parallel::share(rows.len(), peer.world, peer.rank);
+        let share_tokens: usize = tokens[range.clone()].iter().sum();
+        let (mine, weight) = if share_tokens == 0 {
+            // nothing of this minibatch to learn from here: any row with tokens, weight 0, so
+            // that this peer still adds a (zero) gradient for every parameter
+            let any = tokens
+                .iter()
+                .position(|&t| t > 0)
+                .ok_or(RlError::ZeroMaskSum)?;
+            (vec![rows[any]], 0.0)
+        } else {
+            (rows[range].to_vec(), share_tokens as f64 / total as f64)
+        };
+        let policy = self.policy();
+        let out = policy_forward(policy, batch, &mine, &self.device)?;
+        let [old_logprobs, old_values, masks, advantages, returns] =
+            targets.rows(&mine, &self.device);
+        let second_moments = [returns.clone(), old_values.clone()]
+            .map(|x| item(masked_mean(x.detach().square(), masks.clone(), None)) as f64);
+        let mut cfg = self.config.loss_config();
+        // judged below on the whole minibatch's avg_ratio
+        cfg.ratio_threshold = f64::INFINITY;
+        let loss = ppo_loss(
+            old_logprobs,
+            old_values,
+            out.logits,
+            out.values,
+            out.logprobs,
+            masks,
+            advantages,
+            returns,
+            &cfg,
+        )?;
+        let mut local: Vec<f32> = LOSS_STAT_KEYS
+            .iter()
+            .map(|k| match *k {
+                "returns/var" | "val/var" => 0.0,
+                k => (weight * loss.stats[k]) as f32,
+            })
+            .collect();
+        local.push((weight * loss.avg_ratio as f64) as f32);
+        local.extend(second_moments.map(|m| (weight * m) as f32));
+        let sums = peer
+            .all_reduce_sum::<B::InnerBackend>(&local, &self.device)
+            .map_err(collective)?;
+        let n = LOSS_STAT_KEYS.len();
+        let mut stats: Stats = LOSS_STAT_KEYS
+            .iter()
+            .zip(&sums)
+            .map(|(k, &v)| (k.to_string(), v as f64))
+            .collect();
+        let bessel = total as f64 / (total as f64 - 1.0);
+        for (key, mean, m2) in [
+            ("returns/var", "returns/mean", sums[n + 1]),
+            ("val/var", "val/mean", sums[n + 2]),
+        ] {
+            let mean = stats[mean];
+            stats.insert(key.into(), (m2 as f64 - mean * mean) * bessel);
+        }
+        let skipped = sums[n] as f64 > self.config.ratio_threshold;
+        if skipped {
+            for k in ["loss/policy", "loss/value", "loss/total"] {
+                stats.insert(k.into(), 0.0);
+            }
+        }
+        let total_loss = stats["loss/total"] as f32;
+        if !total_loss.is_finite() {
+            return Err(RlError::NonFinite {
+                tensor: "loss/total".into(),
+                value: total_loss,
+            });
+        }
+        let scale = if skipped { 0.0 } else { weight };
+        let mut l = (loss.pg_loss + loss.vf_loss).mul_scalar(scale);
+        if ga > 1 {
+            l = l.div_scalar(ga as f64);
+        }
+        accum.accumulate(policy, GradientsParams::from_grads(l.backward(), policy));
+        Ok(MinibatchRecord {
+            rows,
+            pg_loss: stats["loss/policy"] as f32,
+            vf_loss: (stats["loss/value"] * self.config.vf_coef) as f32,
+            stats,
+        })
+    }
+
     /// The optional global-norm clipping (trl's first-call-only quirk included, see
     /// [`trl_clip_quirk`](Self::trl_clip_quirk)) and one Adam step: the one place the policy is
-    /// replaced.
-    fn optimizer_step(&mut self, mut grads: GradientsParams) {
+    /// replaced. A data-parallel peer first sums its gradients with the other peers'.
+    fn optimizer_step(&mut self, mut grads: GradientsParams) -> Result<(), RlError> {
+        if let Some(peer) = self.peer {
+            grads = peer
+                .all_reduce_grads(self.policy(), grads, &self.device)
+                .map_err(collective)?;
+        }
         let policy = self.policy.take().expect("policy present between steps");
         if let Some(max_norm) = self.config.max_grad_norm {
             let clips = !self.trl_clip_quirk || trl_clips_this_call(self.state.clip_calls);
@@ -638,6 +769,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
             }
         }
         self.policy = Some(self.optim.step(self.config.learning_rate, policy, grads));
+        Ok(())
     }
 
     /// `record_step_stats` (+ `ppo/learning_rate`); a non-finite `objective/kl` stops the step
@@ -767,6 +899,11 @@ struct Rollout<B: Backend> {
     full_logits: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
 }
 
+/// A collective operation's failure as the step's error.
+fn collective(e: detox_parallel::ParallelError) -> RlError {
+    RlError::Collective(e.to_string())
+}
+
 /// The rollout read back to the host for the step's record, each tensor checked finite.
 struct RolloutHost {
     logprobs: HostMatrix,
@@ -817,6 +954,8 @@ fn score_masks<B: Backend>(
 /// rollout's log-probs, the masked values of `compute_advantages`, the masks, the advantages
 /// and the returns.
 struct Targets<B: AutodiffBackend> {
+    /// Response tokens of each row (the mask's sum): a data-parallel share's weight.
+    row_tokens: Vec<usize>,
     old_logprobs: Tensor<B, 2>,
     old_values: Tensor<B, 2>,
     masks: Tensor<B, 2>,
@@ -825,9 +964,16 @@ struct Targets<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Targets<B> {
-    fn new(rollout: &Rollout<B::InnerBackend>, adv: &Advantages<B::InnerBackend>) -> Self {
+    fn new(
+        rollout: &Rollout<B::InnerBackend>,
+        adv: &Advantages<B::InnerBackend>,
+        masks: &HostMatrix,
+    ) -> Self {
         let lift = |x: &Tensor<B::InnerBackend, 2>| Tensor::<B, 2>::from_inner(x.clone());
         Self {
+            row_tokens: (0..masks.rows)
+                .map(|r| masks.row(r).iter().filter(|&&m| m != 0.0).count())
+                .collect(),
             old_logprobs: lift(&rollout.logprobs),
             old_values: lift(&adv.values),
             masks: lift(&rollout.masks),

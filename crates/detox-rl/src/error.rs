@@ -24,6 +24,8 @@ pub enum RlError {
     /// `queries`, `responses` and `scores` of a step disagree with `batch_size` or with each
     /// other (trl's `_step_safety_checker`).
     Batch(String),
+    /// A data-parallel collective operation failed (another peer stopped, a timeout).
+    Collective(String),
 }
 
 impl fmt::Display for RlError {
@@ -48,6 +50,7 @@ impl fmt::Display for RlError {
                  (lower the learning rate or check the reward model)"
             ),
             RlError::Batch(msg) => f.write_str(msg),
+            RlError::Collective(msg) => f.write_str(msg),
         }
     }
 }
