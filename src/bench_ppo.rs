@@ -261,6 +261,7 @@ fn time_iteration<B: AutodiffBackend>(
         reward,
         config,
         device,
+        peer: None,
     };
     let it = lab.iteration(0)?;
     println!(

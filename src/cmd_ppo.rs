@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
-use detox_ppo::lab::{toxicity_of, LabConfig, LabRun};
+use detox_parallel::{run_local_peers, PeerJob, Topology};
+use detox_ppo::lab::{toxicity_of, LabConfig, LabRun, LabSummary};
 use detox_train::runlock::RunStart;
 
-use crate::backend::{AutodiffJob, DeviceArgs, Job};
+use crate::backend::{AutodiffJob, DeviceArgs, Job, ParallelJob};
+use crate::parallel_args::ParallelArgs;
 
 /// What `detox ppo` and `detox toxicity` both read.
 #[derive(clap::Args, Debug, Clone)]
@@ -125,6 +127,8 @@ pub struct PpoArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 fn parse_range(s: &str) -> Result<[usize; 2]> {
@@ -183,60 +187,116 @@ impl PpoArgs {
     }
 }
 
+/// `detox ppo`: on one device, or data-parallel on several (`--data-parallel`).
+pub fn run(args: PpoArgs) -> Result<()> {
+    let topology = args.parallel.topology()?;
+    if topology.world() == 1 {
+        args.device.run_autodiff(Ppo(args))
+    } else {
+        args.device
+            .run_parallel(topology.devices, PpoParallel(args, topology))
+    }
+}
+
+impl PpoArgs {
+    /// The lab run these flags describe.
+    fn lab_run(&self) -> Result<LabRun> {
+        let config = self.lab_config()?;
+        if !self.inputs.dataset.is_file() {
+            bail!("{}: no such dataset file", self.inputs.dataset.display());
+        }
+        let reward_dir = self.inputs.reward_dir()?;
+        Ok(LabRun {
+            model: crate::shipped::model_or_shipped(
+                self.inputs.model.as_deref(),
+                crate::shipped::SUMMARIZER,
+            )?,
+            adapter: self.adapter.clone(),
+            toxicity_model: self
+                .inputs
+                .toxicity_dir(&reward_dir, &config.toxicity.label)?,
+            reward_model: reward_dir,
+            dataset: self.inputs.dataset.clone(),
+            out: self.out.clone(),
+            start: match (self.resume, self.overwrite) {
+                (true, _) => RunStart::Resume,
+                (false, true) => RunStart::Overwrite,
+                (false, false) => RunStart::New,
+            },
+            progress: std::io::stderr().is_terminal(),
+            device_name: self.device.name(),
+            config,
+        })
+    }
+}
+
+/// Prints what a finished lab run measured.
+fn report(a: &PpoArgs, s: &LabSummary) {
+    let t = &s.toxicity;
+    eprintln!(
+        "{} PPO steps on {} prompts ({} test prompts)",
+        s.steps, s.train_prompts, s.test_prompts
+    );
+    eprintln!(
+        "toxicity before: mean {:.6} std {:.6}",
+        t.before.mean, t.before.std
+    );
+    eprintln!(
+        "toxicity after:  mean {:.6} std {:.6}",
+        t.after.mean, t.after.std
+    );
+    eprintln!(
+        "percentage improvement of toxicity score after detoxification: mean {:.2}% std {:.2}%",
+        t.improvement_pct.mean, t.improvement_pct.std
+    );
+    if let Ok(table) = std::fs::read_to_string(a.out.join("comparison.txt")) {
+        print!("{table}");
+    }
+    eprintln!("final policy: {}", s.final_dir.display());
+}
+
 pub struct Ppo(pub PpoArgs);
 
 impl AutodiffJob for Ppo {
     type Output = ();
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        let a = self.0;
-        let config = a.lab_config()?;
-        if !a.inputs.dataset.is_file() {
-            bail!("{}: no such dataset file", a.inputs.dataset.display());
-        }
-        let reward_dir = a.inputs.reward_dir()?;
-        let run = LabRun {
-            model: crate::shipped::model_or_shipped(
-                a.inputs.model.as_deref(),
-                crate::shipped::SUMMARIZER,
-            )?,
-            adapter: a.adapter.clone(),
-            toxicity_model: a.inputs.toxicity_dir(&reward_dir, &config.toxicity.label)?,
-            reward_model: reward_dir,
-            dataset: a.inputs.dataset.clone(),
-            out: a.out.clone(),
-            start: match (a.resume, a.overwrite) {
-                (true, _) => RunStart::Resume,
-                (false, true) => RunStart::Overwrite,
-                (false, false) => RunStart::New,
-            },
-            progress: std::io::stderr().is_terminal(),
-            device_name: a.device.name(),
-            config,
-        };
+        let run = self.0.lab_run()?;
         detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
         let s = run.run::<B>(&device)?;
-        let t = &s.toxicity;
-        eprintln!(
-            "{} PPO steps on {} prompts ({} test prompts)",
-            s.steps, s.train_prompts, s.test_prompts
-        );
-        eprintln!(
-            "toxicity before: mean {:.6} std {:.6}",
-            t.before.mean, t.before.std
-        );
-        eprintln!(
-            "toxicity after:  mean {:.6} std {:.6}",
-            t.after.mean, t.after.std
-        );
-        eprintln!(
-            "percentage improvement of toxicity score after detoxification: mean {:.2}% std {:.2}%",
-            t.improvement_pct.mean, t.improvement_pct.std
-        );
-        if let Ok(table) = std::fs::read_to_string(a.out.join("comparison.txt")) {
-            print!("{table}");
+        report(&self.0, &s);
+        Ok(())
+    }
+}
+
+/// Data-parallel PPO: one lab loop per local peer; each generates and scores its share of every
+/// batch, and the PPO step is split as [`detox_ppo::PpoTrainer::set_peer`] says.
+struct PpoParallel(PpoArgs, Topology);
+
+impl ParallelJob for PpoParallel {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
+        let (args, topology) = (self.0, self.1);
+        let run = args.lab_run()?;
+        detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
+        let jobs: Vec<PeerJob<'_, Option<LabSummary>, anyhow::Error>> = devices
+            .iter()
+            .map(|device| {
+                let run = &run;
+                Box::new(move |peer: detox_parallel::Peer| Ok(run.run_peer::<B>(device, peer)?))
+                    as PeerJob<'_, _, _>
+            })
+            .collect();
+        let results = run_local_peers::<B::InnerBackend, _, anyhow::Error>(
+            &topology,
+            devices.clone(),
+            jobs,
+            args.parallel.timeout(),
+        )?;
+        if let Some(s) = results.into_iter().flatten().next() {
+            report(&args, &s);
         }
-        eprintln!("final policy: {}", s.final_dir.display());
         Ok(())
     }
 }

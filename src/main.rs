@@ -100,7 +100,7 @@ fn main() -> ExitCode {
             .device
             .run_autodiff(cmd_train_classifier::TrainClassifier(*a)),
         Command::TrainReward(a) => a.device.run_autodiff(cmd_train_reward::TrainReward(*a)),
-        Command::Ppo(a) => a.device.run_autodiff(cmd_ppo::Ppo(*a)),
+        Command::Ppo(a) => cmd_ppo::run(*a),
         Command::Toxicity(a) => a.device.run(cmd_ppo::Toxicity(a)),
         Command::Report(a) => cmd_report::run(&a),
         Command::Annotate(a) => cmd_annotate::run_annotate(&a),

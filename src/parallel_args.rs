@@ -1,5 +1,5 @@
-//! The data-parallel flags of `finetune` (`--data-parallel N`, `--peer-timeout`) and the
-//! topology they make (`detox-parallel`).
+//! The data-parallel flags of `finetune` and `ppo` (`--data-parallel N`, `--peer-timeout`) and
+//! the topology they make (`detox-parallel`).
 //!
 //! One process only: burn-collective 0.21's multi-node layer is not usable yet (upstream
 //! tracel-ai/burn#4549: sequential global all-reduces reuse transfer ids; the tensor data

@@ -390,6 +390,9 @@ fn policy_values(t: &PpoTrainer<Ad>) -> Vec<Vec<f32>> {
     v.0
 }
 
+/// What a PPO peer's job returns: its policy's parameters and the step's stats.
+type PpoPeerResult = (Vec<Vec<f32>>, detox_rl::Stats);
+
 fn check_ppo(case: &str) {
     let _serial = serial();
     let (mut alone, fx) = ppo_trainer(case);
@@ -399,7 +402,7 @@ fn check_ppo(case: &str) {
     let want = alone.step_with_permutations(&q, &r, &s, Some(&p)).unwrap();
     let want_params = policy_values(&alone);
 
-    let jobs: Vec<PeerJob<'_, (Vec<Vec<f32>>, detox_rl::Stats), anyhow::Error>> = (0..2)
+    let jobs: Vec<PeerJob<'_, PpoPeerResult, anyhow::Error>> = (0..2)
         .map(|_| {
             let (mut t, _) = ppo_trainer(case);
             let (q, r, s, p) = (q.clone(), r.clone(), s.clone(), p.clone());
@@ -450,4 +453,67 @@ fn two_peers_take_the_accumulated_early_stopped_ppo_step_as_one_device_does() {
     // minibatches of 1 row (the second peer's share is empty), 2 accumulation steps, full KL,
     // whitened rewards, score clipping, early stopping on the summed policykl.
     check_ppo("full_scaled");
+}
+
+#[test]
+fn ppo_data_parallel_runs_the_lab_writes_once_and_resumes() {
+    let dir = common::scratch_dir("detox-dp", "ppo-cli");
+    let data = common::synthetic_data(&dir, 12);
+    let out = dir.join("run");
+    let run = |steps: &str, extra: &[&str]| {
+        let (model, reward) = (fixtures().join("t5-tiny"), fixtures().join("roberta-tiny"));
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/lab.toml");
+        let mut args = vec![
+            "ppo",
+            "--model",
+            model.to_str().unwrap(),
+            "--reward-model",
+            reward.to_str().unwrap(),
+            "--dataset",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--max-steps",
+            steps,
+            "--batch-size",
+            "4",
+            "--mini-batch-size",
+            "2",
+            "--learning-rate",
+            "1e-3",
+            "--response-length",
+            "4..12",
+            "--toxicity-samples",
+            "3",
+            "--compare-samples",
+            "4",
+            "--save-every",
+            "1",
+            "--data-parallel",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        common::ok(&common::detox(&args));
+    };
+    // 3 peers on batches of 4: generation shares of 2 + 1 + 1 rows, minibatch shares 1 + 1 + 0
+    run("2", &[]);
+    let steps: Vec<usize> = common::jsonl_column(&out.join("stats.jsonl"), "step");
+    assert_eq!(steps, vec![1, 2]);
+    let kl: Vec<f64> = common::jsonl_column(&out.join("stats.jsonl"), "objective/kl");
+    assert!(kl.iter().all(|k| k.is_finite()), "{kl:?}");
+    for f in [
+        "toxicity.json",
+        "comparison.json",
+        "checkpoints/checkpoint-2",
+        "checkpoints/final",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    // resumed on the same number of peers, from checkpoint-2
+    run("3", &["--resume", "--rollout-from-generation", "false"]);
+    let steps: Vec<usize> = common::jsonl_column(&out.join("stats.jsonl"), "step");
+    assert_eq!(steps, vec![1, 2, 3]);
+    assert!(out.join("checkpoints/checkpoint-3").is_dir());
 }

@@ -205,6 +205,28 @@ mod tests {
     }
 
     #[test]
+    fn peers_gather_their_rows_of_different_lengths() {
+        let topo = Topology::local(2);
+        let rows: Vec<Vec<f32>> =
+            vec![vec![1.0, 2.0, 3.0], vec![], vec![32127.0], vec![-0.5, 7.25]];
+        let job = |rows: Vec<Vec<f32>>| -> PeerJob<'_, Vec<Vec<f32>>, ParallelError> {
+            Box::new(move |peer: Peer| {
+                let range = crate::share(rows.len(), peer.world, peer.rank);
+                let mine = rows[range.clone()].to_vec();
+                peer.all_gather_rows::<B>(rows.len(), range, &mine, &Default::default())
+            })
+        };
+        let got = run_local_peers::<B, _, ParallelError>(
+            &topo,
+            vec![Default::default(); 2],
+            vec![job(rows.clone()), job(rows.clone())],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(got, vec![rows.clone(), rows]);
+    }
+
+    #[test]
     fn a_failing_peer_stops_the_others_with_its_error() {
         let topo = Topology::local(2);
         let failing: PeerJob<'_, Vec<f32>, ParallelError> = Box::new(|peer: Peer| {

@@ -63,6 +63,43 @@ impl Peer {
             .expect("float data"))
     }
 
+    /// Rows `range` of `n` rows (each of its own length), held here as `mine`, gathered with the
+    /// other peers' rows into all `n` (every peer holds a disjoint range; together they cover
+    /// `0..n`). Values travel as f32 sums with zeros elsewhere, so they arrive exactly (token ids
+    /// included, below 2^24).
+    pub fn all_gather_rows<B: Backend>(
+        &self,
+        n: usize,
+        range: std::ops::Range<usize>,
+        mine: &[Vec<f32>],
+        device: &B::Device,
+    ) -> Result<Vec<Vec<f32>>, ParallelError> {
+        assert_eq!(range.len(), mine.len(), "one row per index of the range");
+        let mut lens = vec![0f32; n];
+        for (i, row) in range.clone().zip(mine) {
+            lens[i] = row.len() as f32;
+        }
+        let lens: Vec<usize> = self
+            .all_reduce_sum::<B>(&lens, device)?
+            .into_iter()
+            .map(|l| l as usize)
+            .collect();
+        let width = lens.iter().copied().max().unwrap_or(0);
+        if width == 0 {
+            return Ok(vec![Vec::new(); n]);
+        }
+        let mut flat = vec![0f32; n * width];
+        for (i, row) in range.zip(mine) {
+            flat[i * width..i * width + row.len()].copy_from_slice(row);
+        }
+        let flat = self.all_reduce_sum::<B>(&flat, device)?;
+        Ok(lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| flat[i * width..i * width + l].to_vec())
+            .collect())
+    }
+
     /// Replaces every gradient of `module`'s parameters in `grads` by its sum over all peers.
     /// Gradients are matched by the order in which `module` visits its parameters (the same in
     /// every replica of one architecture); the peers first check that they hold as many.

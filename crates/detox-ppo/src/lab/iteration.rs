@@ -10,12 +10,17 @@ use burn::tensor::backend::AutodiffBackend;
 use detox_hub::TextTokenizer;
 use detox_rl::Stats;
 
+use detox_parallel::Peer;
+
 use super::config::LabConfig;
 use super::data::{decode_text, generate_responses, sample_lengths, step_indices, step_rng, Query};
 use super::error::LabError;
 use crate::reward::{scores, Classifier, RewardOutput};
-use crate::rollout::generate_with_rollout;
+use crate::rollout::{generate_with_rollout, PolicyRollout};
 use crate::trainer::PpoTrainer;
+
+/// The salt of a data-parallel peer's sampling stream (`PEER_SALT + rank`, see `step_rng`).
+const PEER_SALT: u64 = 100;
 
 /// The rewards of a batch: one score per `(query, response)` pair.
 pub trait Reward {
@@ -76,6 +81,10 @@ pub struct LabLoop<B: AutodiffBackend, R: Reward> {
     pub reward: R,
     pub config: LabConfig,
     pub device: B::Device,
+    /// This loop's place in a data-parallel run (`None`: alone): it generates and scores its
+    /// share of every batch, the peers gather the whole batch, and each takes the
+    /// (data-parallel, [`PpoTrainer::set_peer`]) step on it.
+    pub peer: Option<Peer>,
 }
 
 /// What one iteration did.
@@ -127,13 +136,25 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
         let queries: Vec<&Query> = idx.iter().map(|&i| &self.train[i]).collect();
         let mut rng = step_rng(cfg.run.seed, step, 1);
         let limits = sample_lengths(queries.len(), cfg.generation.response_length, &mut rng);
-        let ids: Vec<&[u32]> = queries.iter().map(|q| q.input_ids.as_slice()).collect();
+        // a data-parallel peer generates and scores its share of the batch, sampling from its
+        // own stream, then gathers the others' shares
+        let share = match self.peer {
+            Some(p) => {
+                rng = step_rng(cfg.run.seed, step, PEER_SALT + p.rank as u64);
+                detox_parallel::share(queries.len(), p.world, p.rank)
+            }
+            None => 0..queries.len(),
+        };
+        let ids: Vec<&[u32]> = queries[share.clone()]
+            .iter()
+            .map(|q| q.input_ids.as_slice())
+            .collect();
         let policy_eval = self.trainer.policy().valid();
         let (responses, policy_rollout) = if cfg.run.rollout_from_generation {
             let (responses, rollout) = generate_with_rollout(
                 &policy_eval,
                 &ids,
-                &limits,
+                &limits[share.clone()],
                 &cfg.generation,
                 &mut rng,
                 &self.device,
@@ -143,7 +164,7 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
             let responses = generate_responses(
                 &policy_eval.pretrained_model,
                 &ids,
-                &limits,
+                &limits[share.clone()],
                 &cfg.generation,
                 &mut rng,
                 &self.device,
@@ -154,8 +175,42 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
         let seconds_generate = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
-        let scores = self.reward.scores(&queries, &responses)?;
+        let scores = self.reward.scores(&queries[share.clone()], &responses)?;
         let seconds_reward = t1.elapsed().as_secs_f64();
+        let (responses, scores, policy_rollout) = match self.peer {
+            Some(p) => {
+                let all = |rows: Vec<Vec<f32>>| {
+                    p.all_gather_rows::<B::InnerBackend>(
+                        queries.len(),
+                        share.clone(),
+                        &rows,
+                        &self.device,
+                    )
+                    .map_err(|e| LabError::Config(e.to_string()))
+                };
+                let ids = all(responses
+                    .iter()
+                    .map(|r| r.iter().map(|&t| t as f32).collect())
+                    .collect())?;
+                let responses: Vec<Vec<u32>> = ids
+                    .into_iter()
+                    .map(|r| r.into_iter().map(|t| t as u32).collect())
+                    .collect();
+                let scores: Vec<f32> = all(scores.iter().map(|&s| vec![s]).collect())?
+                    .into_iter()
+                    .map(|r| r[0])
+                    .collect();
+                let rollout = match policy_rollout {
+                    Some(r) => Some(PolicyRollout {
+                        logprobs: all(r.logprobs)?,
+                        values: all(r.values)?,
+                    }),
+                    None => None,
+                };
+                (responses, scores, rollout)
+            }
+            None => (responses, scores, policy_rollout),
+        };
 
         let t2 = Instant::now();
         let query_ids: Vec<Vec<u32>> = queries.iter().map(|q| q.input_ids.clone()).collect();

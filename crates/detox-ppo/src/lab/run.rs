@@ -31,6 +31,7 @@ use super::toxicity::{evaluate_toxicity, Toxicity, ToxicityReport};
 use crate::model::{load_policy, reference_model, ReferenceKind, Seq2SeqLMWithValueHead};
 use crate::reward::{load_reward_model, Classifier};
 use crate::trainer::{PpoState, PpoTrainer};
+use detox_parallel::Peer;
 
 const STATS_FILE: &str = "stats.jsonl";
 const TOXICITY_BEFORE_FILE: &str = "toxicity_before.json";
@@ -135,12 +136,40 @@ impl LabRun {
 
     /// Runs the lab to `config.run.max_steps` and writes every output.
     pub fn run<B: AutodiffBackend>(&self, device: &B::Device) -> Result<LabSummary, LabError> {
+        self.run_main::<B>(device, None)
+    }
+
+    /// Runs as `peer` of a data-parallel run ([`LabLoop::peer`]): peer 0 as [`run`](Self::run)
+    /// does, writing every output (and returning the summary); the others only take part in
+    /// the iterations, writing nothing.
+    pub fn run_peer<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        peer: Peer,
+    ) -> Result<Option<LabSummary>, LabError> {
+        if peer.is_main() {
+            return self.run_main::<B>(device, Some(peer)).map(Some);
+        }
+        self.config.validate()?;
+        let mut p = self.prepare::<B>(device, Some(peer))?;
+        for step in p.start_step..self.config.run.max_steps {
+            p.lab.iteration(step)?;
+        }
+        Ok(None)
+    }
+
+    /// [`run`](Self::run), as data-parallel peer 0 when `peer` is given.
+    fn run_main<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        peer: Option<Peer>,
+    ) -> Result<LabSummary, LabError> {
         let cfg = &self.config;
         cfg.validate()?;
         let _lock = open_run_dir(&self.out, self.start, RUN_OUTPUTS)?;
         let info = self.out.join(runlog::RUN_INFO_FILE);
         runlog::record_start(&self.out, &self.device_name).map_err(io_err(&info))?;
-        let mut p = self.prepare::<B>(device)?;
+        let mut p = self.prepare::<B>(device, peer)?;
         let before = self.toxicity_before(&p)?;
         if self.resuming() {
             self.trim_stats(p.start_step)?;
@@ -165,7 +194,13 @@ impl LabRun {
     }
 
     /// Reads the data and the models: prompts, classifier, policy (fresh or resumed), trainer.
-    fn prepare<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Prepared<B>, LabError> {
+    /// A data-parallel `peer` also takes peer 0's policy weights; one that is not peer 0 writes
+    /// nothing (not even `initial/`).
+    fn prepare<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        peer: Option<Peer>,
+    ) -> Result<Prepared<B>, LabError> {
         let cfg = &self.config;
         let (train, test, tokenizer) = self.queries()?;
         let classifier = load_reward_model::<B::InnerBackend>(
@@ -189,7 +224,13 @@ impl LabRun {
             .as_ref()
             .unwrap_or(&reward.classifier)
             .label(&cfg.toxicity.label)?;
-        let start = self.policy_start::<B>(device)?;
+        let mut start = self.policy_start::<B>(device, peer.is_none_or(|p| p.is_main()))?;
+        if let Some(p) = peer {
+            start
+                .trainer
+                .set_peer(p)
+                .map_err(|err| LabError::Step { step: 0, err })?;
+        }
         Ok(Prepared {
             lab: LabLoop {
                 trainer: start.trainer,
@@ -197,6 +238,7 @@ impl LabRun {
                 reward,
                 config: cfg.clone(),
                 device: device.clone(),
+                peer,
             },
             test,
             toxicity_classifier,
@@ -252,9 +294,12 @@ impl LabRun {
     /// The policy to train (fresh, or the checkpoint's with its PPO and Adam state), the
     /// initial policy (written to `initial/` by a fresh run, read back on resume), the
     /// reference and the trainer.
+    /// `write_initial`: whether a fresh start writes `initial/` (not on a data-parallel peer
+    /// other than 0).
     fn policy_start<B: AutodiffBackend>(
         &self,
         device: &B::Device,
+        write_initial: bool,
     ) -> Result<PolicyStart<B>, LabError> {
         let cfg = &self.config;
         let resume_from = self.resume_from()?;
@@ -275,7 +320,9 @@ impl LabRun {
         let initial_dir = self.out.join("initial");
         let initial = match resumed {
             None => {
-                save_policy_dir(&policy, lora.as_ref(), &self.model, &initial_dir)?;
+                if write_initial {
+                    save_policy_dir(&policy, lora.as_ref(), &self.model, &initial_dir)?;
+                }
                 policy.valid()
             }
             Some(_) => {
