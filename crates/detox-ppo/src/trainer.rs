@@ -303,9 +303,10 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
     }
 
     /// Makes this trainer `peer` of a data-parallel run (`detox-parallel`). Every peer calls
-    /// `step` with the whole batch; the rollout pass, rewards and advantages are computed on it
-    /// by each peer (the same numbers everywhere, advantages whitened over the global batch),
-    /// while every minibatch's forward and backward pass is split: each peer takes its share of
+    /// `step` with the whole batch; the rollout pass is split by rows and gathered (except with
+    /// the `full` KL penalty, whose logits each peer computes whole), rewards and advantages are
+    /// computed on the whole batch by each peer (advantages whitened over the global batch),
+    /// and every minibatch's forward and backward pass is split: each peer takes its share of
     /// the minibatch's rows, weights its loss by its share of the minibatch's response tokens,
     /// and the peers sum their gradients before clipping and Adam and their token-weighted
     /// stats (`policykl` for early stopping, `avg_ratio` for `ratio_threshold`), so the update
@@ -506,10 +507,17 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         let full_kl = self.config.kl_penalty == KlPenalty::Full;
         let policy_rollout = policy_rollout.filter(|_| !full_kl);
         let all_rows: Vec<usize> = (0..batch.batch).collect();
+        // a data-parallel peer computes its share of the rows and gathers the rest (not with
+        // the `full` penalty, whose [b, t, vocab] logits are too large to gather)
+        let split = self.peer.filter(|_| !full_kl);
+        let rows_here = match split {
+            Some(p) => all_rows[detox_parallel::share(batch.batch, p.world, p.rank)].to_vec(),
+            None => all_rows,
+        };
         let policy = self.policy().valid();
         let (mut logprobs, mut values, mut masks, mut ref_lp) = (vec![], vec![], vec![], vec![]);
         let (mut pol_logits, mut ref_logits) = (vec![], vec![]);
-        for rows in all_rows.chunks(self.config.mini_batch_size.max(1)) {
+        for rows in rows_here.chunks(self.config.mini_batch_size.max(1)) {
             let r = reference_forward(&self.reference, batch, rows, &self.device)?;
             let p = match policy_rollout {
                 Some(known) => {
@@ -525,6 +533,36 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
             values.push(p.values);
             masks.push(p.masks);
             ref_lp.push(r.logprobs);
+        }
+        if let Some(p) = split {
+            let range = detox_parallel::share(batch.batch, p.world, p.rank);
+            let gather = |parts: Vec<Tensor<B::InnerBackend, 2>>| {
+                let mine = match parts.is_empty() {
+                    true => Vec::new(),
+                    false => host_rows(Tensor::cat(parts, 0)),
+                };
+                let all = p
+                    .all_gather_rows::<B::InnerBackend>(
+                        batch.batch,
+                        range.clone(),
+                        &mine,
+                        &self.device,
+                    )
+                    .map_err(collective)?;
+                let w = all.first().map_or(0, Vec::len);
+                let flat: Vec<f32> = all.into_iter().flatten().collect();
+                Ok::<_, RlError>(Tensor::from_data(
+                    TensorData::new(flat, [batch.batch, w]),
+                    &self.device,
+                ))
+            };
+            return Ok(Rollout {
+                logprobs: gather(logprobs)?,
+                values: gather(values)?,
+                masks: gather(masks)?,
+                ref_logprobs: gather(ref_lp)?,
+                full_logits: None,
+            });
         }
         Ok(Rollout {
             logprobs: Tensor::cat(logprobs, 0),
@@ -897,6 +935,15 @@ struct Rollout<B: Backend> {
     /// The `[b, t, v]` logits of the policy and the reference, kept only for the `full` KL
     /// penalty (dropped chunk by chunk otherwise).
     full_logits: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+}
+
+/// The rows of a `[rows, cols]` matrix, on the host.
+fn host_rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let [_, cols] = t.dims();
+    to_vec_f32(t)
+        .chunks(cols.max(1))
+        .map(<[f32]>::to_vec)
+        .collect()
 }
 
 /// A collective operation's failure as the step's error.
