@@ -229,6 +229,15 @@ fn adapter(dir: &Path) -> Vec<(String, Vec<f32>)> {
     v
 }
 
+/// Largest absolute difference between two peft directories' adapters.
+fn adapter_diff(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (adapter(a), adapter(b));
+    let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    let values = |v: Vec<(String, Vec<f32>)>| v.into_iter().map(|(_, x)| x).collect::<Vec<_>>();
+    max_diff(&values(a), &values(b))
+}
+
 #[test]
 fn finetune_data_parallel_matches_one_device_and_writes_once() {
     let dir = common::scratch_dir("detox-dp", "cli");
@@ -290,15 +299,7 @@ fn finetune_data_parallel_matches_one_device_and_writes_once() {
     for ck in ["checkpoint-2", "checkpoint-3", "final"] {
         assert!(two.join(ck).is_dir(), "{ck}");
     }
-    let (fa, fb) = (adapter(&one.join("final")), adapter(&two.join("final")));
-    let d = fa
-        .iter()
-        .zip(&fb)
-        .flat_map(|((ka, va), (kb, vb))| {
-            assert_eq!(ka, kb);
-            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
-        })
-        .fold(0f32, f32::max);
+    let d = adapter_diff(&one.join("final"), &two.join("final"));
     assert!(d < 1e-5, "data-parallel adapter differs by {d:e}");
 
     // Resumed from its checkpoint-2, a data-parallel run ends where the uninterrupted one did.
@@ -310,12 +311,7 @@ fn finetune_data_parallel_matches_one_device_and_writes_once() {
     }
     let c = run(&three, &["--data-parallel", "2", "--resume"]);
     assert_eq!(c["steps"], 3);
-    let fc = adapter(&three.join("final"));
-    let d = fb
-        .iter()
-        .zip(&fc)
-        .flat_map(|((_, vb), (_, vc))| vb.iter().zip(vc).map(|(x, y)| (x - y).abs()))
-        .fold(0f32, f32::max);
+    let d = adapter_diff(&two.join("final"), &three.join("final"));
     assert!(d < 1e-5, "the resumed data-parallel run differs by {d:e}");
 
     let o = common::detox(&[

@@ -652,10 +652,30 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         if let Some(peer) = self.peer {
             return self.train_minibatch_share(peer, batch, targets, rows, ga, accum);
         }
-        let policy = self.policy();
-        let out = policy_forward(policy, batch, &rows, &self.device)?;
+        let (loss, _) = self.rows_loss(batch, targets, &rows, &self.config.loss_config())?;
+        check_total_loss(loss.stats["loss/total"])?;
+        self.accumulate(loss.pg_loss + loss.vf_loss, 1.0, ga, accum);
+        Ok(MinibatchRecord {
+            rows,
+            pg_loss: loss.stats["loss/policy"] as f32,
+            vf_loss: (loss.stats["loss/value"] * self.config.vf_coef) as f32,
+            stats: loss.stats,
+        })
+    }
+
+    /// trl's `loss` on `rows`: the policy's forward pass with gradient against the rollout's
+    /// targets. Also returns the rows' `[masks, returns, old_values]`.
+    fn rows_loss(
+        &self,
+        batch: &PaddedBatch,
+        targets: &Targets<B>,
+        rows: &[usize],
+        cfg: &detox_rl::PpoLossConfig,
+    ) -> Result<(detox_rl::PpoLossOutput<B>, [Tensor<B, 2>; 3]), RlError> {
+        let out = policy_forward(self.policy(), batch, rows, &self.device)?;
         let [old_logprobs, old_values, masks, advantages, returns] =
-            targets.rows(&rows, &self.device);
+            targets.rows(rows, &self.device);
+        let kept = [masks.clone(), returns.clone(), old_values.clone()];
         let loss = ppo_loss(
             old_logprobs,
             old_values,
@@ -665,26 +685,30 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
             masks,
             advantages,
             returns,
-            &self.config.loss_config(),
+            cfg,
         )?;
-        let total = loss.stats["loss/total"] as f32;
-        if !total.is_finite() {
-            return Err(RlError::NonFinite {
-                tensor: "loss/total".into(),
-                value: total,
-            });
-        }
-        let mut l = loss.pg_loss + loss.vf_loss;
+        Ok((loss, kept))
+    }
+
+    /// The backward pass of `loss` (`pg_loss + vf_loss`) times `scale`, divided by
+    /// `gradient_accumulation_steps`, into `accum`.
+    fn accumulate(
+        &self,
+        loss: Tensor<B, 1>,
+        scale: f64,
+        ga: usize,
+        accum: &mut GradientsAccumulator<Seq2SeqLMWithValueHead<B>>,
+    ) {
+        let policy = self.policy();
+        let mut l = if scale == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(scale)
+        };
         if ga > 1 {
             l = l.div_scalar(ga as f64);
         }
         accum.accumulate(policy, GradientsParams::from_grads(l.backward(), policy));
-        Ok(MinibatchRecord {
-            rows,
-            pg_loss: loss.stats["loss/policy"] as f32,
-            vf_loss: (loss.stats["loss/value"] * self.config.vf_coef) as f32,
-            stats: loss.stats,
-        })
     }
 
     /// [`train_minibatch`](Self::train_minibatch) of a data-parallel peer: its share of `rows`
@@ -716,26 +740,12 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         } else {
             (rows[range].to_vec(), share_tokens as f64 / total as f64)
         };
-        let policy = self.policy();
-        let out = policy_forward(policy, batch, &mine, &self.device)?;
-        let [old_logprobs, old_values, masks, advantages, returns] =
-            targets.rows(&mine, &self.device);
-        let second_moments = [returns.clone(), old_values.clone()]
-            .map(|x| item(masked_mean(x.detach().square(), masks.clone(), None)) as f64);
         let mut cfg = self.config.loss_config();
         // judged below on the whole minibatch's avg_ratio
         cfg.ratio_threshold = f64::INFINITY;
-        let loss = ppo_loss(
-            old_logprobs,
-            old_values,
-            out.logits,
-            out.values,
-            out.logprobs,
-            masks,
-            advantages,
-            returns,
-            &cfg,
-        )?;
+        let (loss, [masks, returns, old_values]) = self.rows_loss(batch, targets, &mine, &cfg)?;
+        let second_moments = [returns, old_values]
+            .map(|x| item(masked_mean(x.detach().square(), masks.clone(), None)) as f64);
         let mut local: Vec<f32> = LOSS_STAT_KEYS
             .iter()
             .map(|k| match *k {
@@ -768,19 +778,9 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
                 stats.insert(k.into(), 0.0);
             }
         }
-        let total_loss = stats["loss/total"] as f32;
-        if !total_loss.is_finite() {
-            return Err(RlError::NonFinite {
-                tensor: "loss/total".into(),
-                value: total_loss,
-            });
-        }
+        check_total_loss(stats["loss/total"])?;
         let scale = if skipped { 0.0 } else { weight };
-        let mut l = (loss.pg_loss + loss.vf_loss).mul_scalar(scale);
-        if ga > 1 {
-            l = l.div_scalar(ga as f64);
-        }
-        accum.accumulate(policy, GradientsParams::from_grads(l.backward(), policy));
+        self.accumulate(loss.pg_loss + loss.vf_loss, scale, ga, accum);
         Ok(MinibatchRecord {
             rows,
             pg_loss: stats["loss/policy"] as f32,
@@ -935,6 +935,19 @@ struct Rollout<B: Backend> {
     /// The `[b, t, v]` logits of the policy and the reference, kept only for the `full` KL
     /// penalty (dropped chunk by chunk otherwise).
     full_logits: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+}
+
+/// A minibatch whose `loss/total` is not finite stops the step before its backward pass.
+fn check_total_loss(total: f64) -> Result<(), RlError> {
+    let total = total as f32;
+    if total.is_finite() {
+        Ok(())
+    } else {
+        Err(RlError::NonFinite {
+            tensor: "loss/total".into(),
+            value: total,
+        })
+    }
 }
 
 /// The rows of a `[rows, cols]` matrix, on the host.
