@@ -273,8 +273,11 @@ fn run_case_with<B: AutodiffBackend>(case: &str, rollout: Rollout) {
         );
 
         // parameters after the step: the update (after - initial) must be trl's
+        // a directory of this call's own: several tests replay the same case at once
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = std::env::temp_dir().join(format!(
-            "detox-parity-ppo-{case}-{k}-{}",
+            "detox-parity-ppo-{case}-{k}-{}-{call}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&tmp);
