@@ -447,6 +447,7 @@ mod tests {
     type N = burn::backend::NdArray<f32>;
 
     fn pair<const D: usize>(shape: [usize; D], seed: u64) -> (Tensor<F, D>, Tensor<N, D>) {
+        let _rng = crate::test_rng_lock();
         F::seed(&Default::default(), seed);
         let f =
             Tensor::<F, D>::random(shape, Distribution::Uniform(-4.0, 4.0), &Default::default());

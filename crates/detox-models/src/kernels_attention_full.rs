@@ -110,6 +110,7 @@ mod tests {
     type F = burn::backend::Flex;
 
     fn rand4(shape: [usize; 4], seed: u64) -> Tensor<F, 4> {
+        let _rng = crate::test_rng_lock();
         F::seed(&Default::default(), seed);
         Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
     }

@@ -311,6 +311,7 @@ mod tests {
 
     /// `n` draws of N(0, std^2) from burn-flex's RNG seeded with `seed`.
     fn normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
+        let _rng = crate::test_rng_lock();
         Flex::seed(&Default::default(), seed);
         Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, std), &Default::default())
             .into_data()

@@ -164,6 +164,7 @@ mod tests {
     type F = burn::backend::Flex;
 
     fn rand(shape: [usize; 2], seed: u64) -> Tensor<F, 2> {
+        let _rng = crate::test_rng_lock();
         F::seed(&Default::default(), seed);
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
     }

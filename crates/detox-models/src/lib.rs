@@ -29,3 +29,12 @@ pub use lora::{LoraConfig, LoraLinear, LoraTarget, TargetModules};
 pub use roberta::RobertaForSequenceClassification;
 pub use t5::{EncoderOutput, T5DecoderCache, T5ForConditionalGeneration};
 pub use value_head::ValueHead;
+
+/// burn-flex keeps one random generator per process: tests that seed it and then draw from it
+/// (or draw from it at all) hold this lock, so that another test's draws cannot land between a
+/// seed and the draws that depend on it.
+#[cfg(test)]
+pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -73,6 +73,7 @@ mod tests {
 
     #[test]
     fn flat_linear_equals_the_batched_one() {
+        let _rng = crate::test_rng_lock();
         let device = Default::default();
         let x = Tensor::<B, 3>::random([3, 5, 7], burn::tensor::Distribution::Default, &device);
         let w = Tensor::<B, 2>::random([7, 4], burn::tensor::Distribution::Default, &device);
@@ -86,6 +87,7 @@ mod tests {
 
     #[test]
     fn out_in_layout_keeps_values_and_products() {
+        let _rng = crate::test_rng_lock();
         let device = Default::default();
         let w = Tensor::<B, 2>::random([7, 4], burn::tensor::Distribution::Default, &device);
         let x = Tensor::<B, 2>::random([3, 7], burn::tensor::Distribution::Default, &device);

@@ -824,6 +824,7 @@ mod tests {
     /// Beams share their prompt's encoder output: decoding `g` rows per encoder row gives what
     /// decoding against the encoder output copied `g` times gives, with and without a cache.
     fn grouped_decoding_matches_copied_encoder<B: Backend>() {
+        let _rng = crate::test_rng_lock();
         let device = Default::default();
         let config: T5Config = serde_json::from_value(serde_json::json!({
             "vocab_size": 30, "d_model": 8, "d_kv": 4, "d_ff": 12, "num_layers": 1,
