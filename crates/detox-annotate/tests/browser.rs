@@ -140,8 +140,15 @@ fn an_annotator_rates_an_item_in_chromium() {
             .click()
             .await
             .unwrap();
+        // the click starts the navigation; wait for the rating page before reading it
+        let progress = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id("progress"))
+            .await
+            .expect("the rating page within 10 s");
         assert!(c.current_url().await.unwrap().as_str().ends_with("/rate/ann"));
-        let progress = c.find(Locator::Id("progress")).await.unwrap().text().await.unwrap();
+        let progress = progress.text().await.unwrap();
         assert_eq!(progress, "0 / 2");
         // the model's script is text on the page, and it did not run
         let body = c.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
