@@ -202,12 +202,20 @@ impl Peer {
     }
 }
 
-/// Runs `f` on its own thread and waits at most `timeout` for its result (`None`: it did not
-/// answer in time; the thread is left to finish or to end with the process).
+/// Runs `f` and waits at most `timeout` for its result: on its own thread when there is a limit
+/// (a late thread is left to finish or to end with the process), on this one when there is none
+/// (`Duration::MAX`, the default: no thread per collective call). A panic in `f` (burn-collective's
+/// server stopped) is [`Waited::Broken`] either way.
 pub(crate) fn with_timeout<T: Send + 'static>(
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Waited<T> {
+    if timeout == Duration::MAX {
+        return match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(t) => Waited::Done(t),
+            Err(_) => Waited::Broken,
+        };
+    }
     let (tx, rx) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("detox-collective".into())
