@@ -209,29 +209,9 @@ fn a_peer_with_an_empty_share_still_takes_part() {
     check(config(Mode::Lora, 2, 2, 1), 3, "empty");
 }
 
-/// The adapter tensors of a peft directory, by name.
-fn adapter(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, t)| {
-            let vals = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (k, vals)
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 /// Largest absolute difference between two peft directories' adapters.
 fn adapter_diff(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (adapter(a), adapter(b));
+    let (a, b) = (common::adapter_values(a), common::adapter_values(b));
     let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
     assert_eq!(names(&a), names(&b));
     let values = |v: Vec<(String, Vec<f32>)>| v.into_iter().map(|(_, x)| x).collect::<Vec<_>>();

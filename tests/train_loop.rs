@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
-use common::{assert_slices_close, fixtures, Reference};
+use common::{adapter_values, assert_slices_close, fixtures, Reference};
 use detox_models::LoraConfig;
 use detox_train::{Duration, Example, FinetuneConfig, Mode, Resume, Start, Trainer};
 
@@ -96,25 +96,6 @@ fn trainer(out: &Path, cfg: FinetuneConfig, resume: Option<Resume>) -> Trainer<A
         &Default::default(),
     )
     .unwrap()
-}
-
-fn adapter_values(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, t)| {
-            let vals = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (k, vals)
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 /// Relative L2 distance between two adapters' trained updates.
