@@ -309,8 +309,9 @@ impl ParallelJob for FinetuneParallel {
             .into_iter()
             .map(|mut t| {
                 Box::new(move |peer: detox_parallel::Peer| {
+                    let main = peer.is_main();
                     t.set_peer(peer)?;
-                    Ok(if peer.is_main() {
+                    Ok(if main {
                         Some(t.run(progress)?)
                     } else {
                         t.run_replica()?;

@@ -187,9 +187,12 @@ impl PpoArgs {
     }
 }
 
-/// `detox ppo`: on one device, or data-parallel on several (`--data-parallel`).
+/// `detox ppo`: on one device, or data-parallel on several (`--data-parallel`, `--nodes`; or
+/// the config's `[parallel]`).
 pub fn run(args: PpoArgs) -> Result<()> {
-    let topology = args.parallel.topology()?;
+    let topology = args
+        .parallel
+        .topology_with(&args.inputs.lab_config()?.parallel)?;
     if topology.world() == 1 {
         args.device.run_autodiff(Ppo(args))
     } else {
@@ -279,6 +282,7 @@ impl ParallelJob for PpoParallel {
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
         let (args, topology) = (self.0, self.1);
         let run = args.lab_run()?;
+        let timeout = args.parallel.timeout_with(&run.config.parallel);
         detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
         let jobs: Vec<PeerJob<'_, Option<LabSummary>, anyhow::Error>> = devices
             .iter()
@@ -292,7 +296,7 @@ impl ParallelJob for PpoParallel {
             &topology,
             devices.clone(),
             jobs,
-            args.parallel.timeout(),
+            timeout,
         )?;
         if let Some(s) = results.into_iter().flatten().next() {
             report(&args, &s);

@@ -193,6 +193,19 @@ pub fn init_roberta<B: Backend>(
     reinit(model, &|p| roberta_rule(config, p), seed, device)
 }
 
+/// Reads every parameter of `module` once, so that lazily initialized ones (burn draws a
+/// parameter's initial value at its first read) draw their values now, from the backend's
+/// generator as seeded at this point, rather than whenever something first touches them.
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

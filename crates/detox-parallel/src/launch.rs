@@ -1,10 +1,11 @@
 //! Runs the local peers of a data-parallel run: one thread per peer, each registered with
-//! burn-collective before its job starts. When a peer's job fails (or panics), the collective is
-//! reset so that the peers waiting for it fail at once instead of waiting forever, and the first
-//! failure is what the run reports.
+//! burn-collective (and, on a multi-node run, linked to the other nodes) before its job starts.
+//! When a peer's job fails (or panics), the collective is reset and its node links closed, so
+//! that the peers waiting for it fail at once instead of waiting forever, and the first failure
+//! is what the run reports.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use burn::collective::{finish_collective, register, reset_collective};
@@ -22,7 +23,8 @@ static SESSION: Mutex<()> = Mutex::new(());
 /// Runs `jobs[l]` as this node's local peer `l` on `devices[l]` (global rank
 /// `topology.global_rank(l)`), each on its own thread, and returns their results in that order,
 /// or the first failure. `B` is the backend the gradients live on (an autodiff backend's inner
-/// backend). Registration waits at most `timeout` for the other peers (other nodes included).
+/// backend). Joining the other nodes and registering wait at most `timeout` for the other
+/// peers, as does every collective operation after.
 pub fn run_local_peers<B, T, E>(
     topology: &Topology,
     devices: Vec<B::Device>,
@@ -45,11 +47,25 @@ where
         .into());
     }
     let _session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    let mut links: Vec<Option<Arc<crate::nodes::NodeLink>>> = if topology.nodes > 1 {
+        crate::nodes::join(topology, timeout)?
+            .into_iter()
+            .map(|l| Some(Arc::new(l)))
+            .collect()
+    } else {
+        vec![None; topology.devices]
+    };
     reset::<B>();
     let world = topology.world();
     let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
     let outcome = std::thread::scope(|s| {
-        for (local, (job, device)) in jobs.into_iter().zip(devices).enumerate() {
+        let devices_here = topology.devices;
+        for (local, ((job, device), mut link)) in jobs
+            .into_iter()
+            .zip(devices)
+            .zip(links.drain(..))
+            .enumerate()
+        {
             let tx = tx.clone();
             let config = config.clone();
             let rank = topology.global_rank(local);
@@ -58,6 +74,8 @@ where
                 .spawn_scoped(s, move || {
                     let peer = Peer {
                         timeout,
+                        local_peers: devices_here,
+                        link: link.take(),
                         ..Peer::new(rank, world)
                     };
                     let result = run_peer::<B, T, E>(peer, device, config, job);
@@ -79,13 +97,34 @@ fn reset<B: Backend>() {
     let _ = catch_unwind(reset_collective::<B>);
 }
 
-/// Registers `peer`, runs its job, and unregisters it when the job succeeded.
+/// Registers `peer` (when this node has several), runs its job, and unregisters it when the
+/// job succeeded; closes its node links when it failed.
 fn run_peer<B: Backend, T, E: From<ParallelError>>(
     peer: Peer,
     device: B::Device,
     config: burn::collective::CollectiveConfig,
     job: PeerJob<'_, T, E>,
 ) -> Result<T, E> {
+    let link = peer.link.clone();
+    let result = run_registered::<B, T, E>(peer, device, config, job);
+    if result.is_err() {
+        if let Some(link) = link {
+            link.disconnect();
+        }
+    }
+    result
+}
+
+fn run_registered<B: Backend, T, E: From<ParallelError>>(
+    peer: Peer,
+    device: B::Device,
+    config: burn::collective::CollectiveConfig,
+    job: PeerJob<'_, T, E>,
+) -> Result<T, E> {
+    if peer.local_peers == 1 {
+        // nothing to sum inside this process: burn-collective is not needed
+        return run_job(peer, job);
+    }
     let id = peer.id();
     let registered = with_timeout(peer.timeout, move || register::<B>(id, device, config));
     let fail = |what, detail: String| ParallelError::Collective {
@@ -100,7 +139,7 @@ fn run_peer<B: Backend, T, E: From<ParallelError>>(
             return Err(fail(
                 "registering",
                 format!(
-                    "the other peers did not join within {} s (is every node started, and the orchestrator reachable?)",
+                    "the other peers of this process did not register within {} s",
                     peer.timeout.as_secs()
                 ),
             )
@@ -114,7 +153,19 @@ fn run_peer<B: Backend, T, E: From<ParallelError>>(
             .into())
         }
     }
-    let result = match catch_unwind(AssertUnwindSafe(|| job(peer))) {
+    let timeout = peer.timeout;
+    let result = run_job(peer, job);
+    if result.is_ok() {
+        // Leaves the session.
+        let _ = with_timeout(timeout, move || finish_collective::<B>(id));
+    }
+    result
+}
+
+/// Runs `job` as `peer`, a panic being an error.
+fn run_job<T, E: From<ParallelError>>(peer: Peer, job: PeerJob<'_, T, E>) -> Result<T, E> {
+    let rank = peer.rank;
+    match catch_unwind(AssertUnwindSafe(|| job(peer))) {
         Ok(r) => r,
         Err(panic) => {
             let msg = panic
@@ -123,18 +174,13 @@ fn run_peer<B: Backend, T, E: From<ParallelError>>(
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
             Err(ParallelError::Collective {
-                rank: peer.rank,
+                rank,
                 what: "its job",
                 detail: format!("panicked: {msg}"),
             }
             .into())
         }
-    };
-    if result.is_ok() {
-        // Leaves the session (and, on the last local peer, the orchestrator).
-        let _ = with_timeout(peer.timeout, move || finish_collective::<B>(id));
     }
-    result
 }
 
 /// Waits for `n` peers' results; on the first failure resets the collective so that the others

@@ -1,10 +1,11 @@
 //! One peer's collective operations: the sum of every replica's gradients, and the sum of a few
 //! scalars (losses, token counts, moments). Each operation waits at most the peer's timeout for
 //! the other peers, so a peer that died (another process, another machine) makes this one fail
-//! with an error instead of waiting forever.
+//! with an error instead of waiting forever. A sum is burn-collective's over this node's peers,
+//! then, on a multi-node run, the [`NodeLink`]'s over the nodes.
 
 use std::collections::HashSet;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use burn::collective::{all_reduce, CollectiveError, PeerId, ReduceOperation};
@@ -14,26 +15,41 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorPrimitive;
 
+use crate::nodes::NodeLink;
 use crate::ParallelError;
 
 /// The default wait for the other peers at one collective operation.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A peer of a data-parallel run: its global rank among `world` peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub rank: usize,
     pub world: usize,
     /// How long one collective operation waits for the other peers.
     pub timeout: Duration,
+    /// Peers in this process (summed by burn-collective; with one, it is not used).
+    pub local_peers: usize,
+    /// The same local peer of the other nodes, on a multi-node run.
+    pub link: Option<Arc<NodeLink>>,
 }
 
 impl Peer {
+    /// Peer `rank` of `world`, all in this process.
     pub fn new(rank: usize, world: usize) -> Self {
         Self {
             rank,
             world,
             timeout: DEFAULT_TIMEOUT,
+            local_peers: world,
+            link: None,
+        }
+    }
+
+    /// Closes this peer's connections to the other nodes, so that they stop waiting for it.
+    pub fn disconnect(&self) {
+        if let Some(link) = &self.link {
+            link.disconnect();
         }
     }
 
@@ -54,13 +70,18 @@ impl Peer {
         values: &[f32],
         device: &B::Device,
     ) -> Result<Vec<f32>, ParallelError> {
-        let t = Tensor::<B, 1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device);
-        let sum = self.reduce_primitive::<B>(t.into_primitive().tensor(), "summing scalars")?;
-        Ok(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(sum))
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("float data"))
+        let mut sum = values.to_vec();
+        if self.local_peers > 1 {
+            let t = Tensor::<B, 1>::from_data(TensorData::new(sum, [values.len()]), device);
+            let t = self.reduce_local(t, "summing scalars")?;
+            sum = t
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("float data");
+        }
+        self.reduce_nodes(&mut sum, "summing scalars")?;
+        Ok(sum)
     }
 
     /// Rows `range` of `n` rows (each of its own length), held here as `mine`, gathered with the
@@ -121,7 +142,7 @@ impl Peer {
             });
         }
         let mut v = ReduceGrads::<B> {
-            peer: *self,
+            peer: self,
             grads: &mut grads,
             seen: HashSet::new(),
             err: None,
@@ -143,7 +164,7 @@ impl Peer {
         module: M,
     ) -> Result<M, ParallelError> {
         let mut m = BroadcastParams::<B> {
-            peer: *self,
+            peer: self,
             err: None,
             _b: std::marker::PhantomData,
         };
@@ -154,17 +175,58 @@ impl Peer {
         }
     }
 
-    /// One all-reduce (sum) of `tensor`, waiting at most [`Peer::timeout`].
-    fn reduce_primitive<B: Backend>(
+    /// The sum of `tensor` over every peer: this node's, then the nodes'.
+    fn reduce<B: Backend, const D: usize>(
         &self,
-        tensor: B::FloatTensorPrimitive,
+        tensor: Tensor<B, D>,
         what: &'static str,
-    ) -> Result<B::FloatTensorPrimitive, ParallelError> {
+    ) -> Result<Tensor<B, D>, ParallelError> {
+        let tensor = if self.local_peers > 1 {
+            self.reduce_local(tensor, what)?
+        } else {
+            tensor
+        };
+        if self.link.is_none() {
+            return Ok(tensor);
+        }
+        let (device, shape) = (tensor.device(), tensor.shape());
+        let mut values: Vec<f32> = tensor
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float data");
+        self.reduce_nodes(&mut values, what)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), &device))
+    }
+
+    /// burn-collective's all-reduce (sum) over this node's peers, waiting at most
+    /// [`Peer::timeout`].
+    fn reduce_local<B: Backend, const D: usize>(
+        &self,
+        tensor: Tensor<B, D>,
+        what: &'static str,
+    ) -> Result<Tensor<B, D>, ParallelError> {
         let id = self.id();
+        let primitive = tensor.into_primitive().tensor();
         let result = with_timeout(self.timeout, move || {
-            all_reduce::<B>(id, tensor, ReduceOperation::Sum)
+            all_reduce::<B>(id, primitive, ReduceOperation::Sum)
         });
-        self.answer(what, result)
+        let sum = self.answer(what, result)?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(sum)))
+    }
+
+    /// The sum over the nodes (nothing to do on a run of one node).
+    fn reduce_nodes(&self, values: &mut [f32], what: &'static str) -> Result<(), ParallelError> {
+        match &self.link {
+            None => Ok(()),
+            Some(link) => link
+                .sum(values, what)
+                .map_err(|detail| ParallelError::Collective {
+                    rank: self.rank,
+                    what,
+                    detail,
+                }),
+        }
     }
 
     /// A collective operation's result as this crate's error, `None` meaning no answer in time.
@@ -252,13 +314,13 @@ impl<T> Waited<T> {
     }
 }
 
-struct BroadcastParams<B: AutodiffBackend> {
-    peer: Peer,
+struct BroadcastParams<'a, B: AutodiffBackend> {
+    peer: &'a Peer,
     err: Option<ParallelError>,
     _b: std::marker::PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> ModuleMapper<B> for BroadcastParams<B> {
+impl<B: AutodiffBackend> ModuleMapper<B> for BroadcastParams<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         if self.err.is_some() {
             return param;
@@ -273,14 +335,9 @@ impl<B: AutodiffBackend> ModuleMapper<B> for BroadcastParams<B> {
             } else {
                 inner.zeros_like()
             };
-            match self.peer.reduce_primitive::<B::InnerBackend>(
-                sent.into_primitive().tensor(),
-                "copying the main peer's parameters",
-            ) {
+            match self.peer.reduce(sent, "copying the main peer's parameters") {
                 Ok(p) => {
-                    let t = Tensor::<B, D>::from_inner(Tensor::from_primitive(
-                        TensorPrimitive::Float(p),
-                    ));
+                    let t = Tensor::<B, D>::from_inner(p);
                     if require_grad {
                         t.require_grad()
                     } else {
@@ -297,7 +354,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for BroadcastParams<B> {
 }
 
 struct ReduceGrads<'a, B: AutodiffBackend> {
-    peer: Peer,
+    peer: &'a Peer,
     grads: &'a mut GradientsParams,
     /// A parameter reached twice (a shared module) is reduced once.
     seen: HashSet<ParamId>,
@@ -313,14 +370,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ReduceGrads<'_, B> {
         let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
             return;
         };
-        match self
-            .peer
-            .reduce_primitive::<B::InnerBackend>(g.into_primitive().tensor(), "summing gradients")
-        {
-            Ok(sum) => self.grads.register::<B::InnerBackend, D>(
-                param.id,
-                Tensor::from_primitive(TensorPrimitive::Float(sum)),
-            ),
+        match self.peer.reduce(g, "summing gradients") {
+            Ok(sum) => self.grads.register::<B::InnerBackend, D>(param.id, sum),
             Err(e) => self.err = Some(e),
         }
     }

@@ -1,6 +1,6 @@
-//! How a data-parallel run is laid out: `devices` peers on each of `nodes` machines, this
-//! process being node `node_rank`; with several nodes, the addresses that join them through
-//! burn-collective's global orchestrator (`detox orchestrator`).
+//! How a data-parallel run is laid out: `devices` peers on each of `nodes` machines (or
+//! processes), this process being node `node_rank`; with several nodes, the address of node 0,
+//! where the others join ([`crate::nodes`]).
 //!
 //! Global ranks: node `r`'s local peer `l` is rank `r · devices + l`; rank 0 (node 0's first
 //! peer) is the main peer.
@@ -8,16 +8,6 @@
 use burn::collective::CollectiveConfig;
 
 use crate::ParallelError;
-
-/// Where the nodes of a multi-node run meet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeAddresses {
-    /// The global orchestrator, `HOST:PORT` (what `detox orchestrator --port PORT` listens on).
-    pub orchestrator: String,
-    /// This node as the other nodes reach it, `HOST:PORT`; the node serves its tensors for the
-    /// other nodes on `PORT`.
-    pub node: String,
-}
 
 /// The peers of a run and where this process stands among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +18,8 @@ pub struct Topology {
     pub nodes: usize,
     /// This process's node, `0..nodes`.
     pub node_rank: usize,
-    /// Required when `nodes > 1`.
-    pub addresses: Option<NodeAddresses>,
+    /// Node 0's `HOST:PORT`, where it listens for the other nodes; required when `nodes > 1`.
+    pub address: Option<String>,
 }
 
 impl Topology {
@@ -39,7 +29,7 @@ impl Topology {
             devices,
             nodes: 1,
             node_rank: 0,
-            addresses: None,
+            address: None,
         }
     }
 
@@ -73,42 +63,25 @@ impl Topology {
                 self.node_rank, self.nodes, self.nodes
             ));
         }
-        match (&self.addresses, self.nodes > 1) {
+        match (&self.address, self.nodes > 1) {
             (None, true) => bad(format!(
-                "--nodes {} needs --global-address HOST:PORT (the orchestrator) and --node-address HOST:PORT (this node)",
+                "--nodes {} needs --global-address HOST:PORT (where node 0 listens for the other nodes)",
                 self.nodes
             )),
             (Some(_), false) => bad(
-                "--global-address and --node-address are for runs over several nodes: give --nodes too"
-                    .into(),
+                "--global-address is for runs over several nodes: give --nodes too".into(),
             ),
-            (Some(a), true) => {
-                host_port(&a.orchestrator, "--global-address")?;
-                host_port(&a.node, "--node-address")?;
-                Ok(())
-            }
+            (Some(a), true) => host_port(a, "--global-address").map(|_| ()),
             (None, false) => Ok(()),
         }
     }
 
-    /// burn-collective's configuration for this node's peers (the same on every peer of a node).
+    /// burn-collective's configuration for this node's peers (the same on every peer of a
+    /// node). burn-collective joins the peers of one process only; [`crate::nodes`] joins the
+    /// processes.
     pub fn collective_config(&self) -> Result<CollectiveConfig, ParallelError> {
         self.validate()?;
-        let config = CollectiveConfig::default().with_num_devices(self.devices);
-        let Some(a) = self.addresses.as_ref().filter(|_| self.nodes > 1) else {
-            return Ok(config);
-        };
-        let (_, port) = host_port(&a.node, "--node-address")?;
-        let ws = |s: &str| {
-            format!("ws://{s}")
-                .parse()
-                .expect("burn_communication::Address parses any string")
-        };
-        Ok(config
-            .with_num_nodes(self.nodes as u32)
-            .with_global_address(ws(&a.orchestrator))
-            .with_node_address(ws(&a.node))
-            .with_data_service_port(port))
+        Ok(CollectiveConfig::default().with_num_devices(self.devices))
     }
 }
 
@@ -139,10 +112,7 @@ mod tests {
             devices: 2,
             nodes: 2,
             node_rank: rank,
-            addresses: Some(NodeAddresses {
-                orchestrator: "10.0.0.1:3000".into(),
-                node: "10.0.0.2:3001".into(),
-            }),
+            address: Some("10.0.0.1:3000".into()),
         }
     }
 
@@ -167,30 +137,25 @@ mod tests {
         t.node_rank = 2;
         assert!(err(t).contains("--node-rank 2"));
         let mut t = two_nodes(0);
-        t.addresses = None;
+        t.address = None;
         assert!(err(t).contains("--global-address"));
         let mut t = Topology::local(1);
-        t.addresses = two_nodes(0).addresses;
+        t.address = two_nodes(0).address;
         assert!(err(t).contains("--nodes"));
         let mut t = two_nodes(0);
-        t.addresses.as_mut().unwrap().node = "ws://10.0.0.2:3001".into();
-        assert!(err(t).contains("--node-address"));
+        t.address = Some("ws://10.0.0.1:3000".into());
+        assert!(err(t).contains("--global-address"));
         let mut t = two_nodes(0);
-        t.addresses.as_mut().unwrap().orchestrator = "10.0.0.1".into();
+        t.address = Some("10.0.0.1".into());
         assert!(err(t).contains("--global-address"));
     }
 
     #[test]
-    fn the_collective_config_carries_the_addresses() {
+    fn the_collective_config_counts_this_node_s_peers() {
         let c = two_nodes(1).collective_config().unwrap();
         assert!(c.is_valid());
         let shown = c.to_string();
         assert!(shown.contains("num_devices: 2"), "{shown}");
-        assert!(shown.contains("num_nodes: Some(2)"), "{shown}");
-        assert!(shown.contains("ws://10.0.0.1:3000"), "{shown}");
-        assert!(shown.contains("ws://10.0.0.2:3001"), "{shown}");
-        assert!(shown.contains("data_service_port: Some(3001)"), "{shown}");
-        let local = Topology::local(2).collective_config().unwrap().to_string();
-        assert!(local.contains("num_nodes: None"), "{local}");
+        assert!(shown.contains("num_nodes: None"), "{shown}");
     }
 }

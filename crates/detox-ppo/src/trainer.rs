@@ -509,7 +509,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         let all_rows: Vec<usize> = (0..batch.batch).collect();
         // a data-parallel peer computes its share of the rows and gathers the rest (not with
         // the `full` penalty, whose [b, t, vocab] logits are too large to gather)
-        let split = self.peer.filter(|_| !full_kl);
+        let split = self.peer.as_ref().filter(|_| !full_kl);
         let rows_here = match split {
             Some(p) => all_rows[detox_parallel::share(batch.batch, p.world, p.rank)].to_vec(),
             None => all_rows,
@@ -649,7 +649,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         ga: usize,
         accum: &mut GradientsAccumulator<Seq2SeqLMWithValueHead<B>>,
     ) -> Result<MinibatchRecord, RlError> {
-        if let Some(peer) = self.peer {
+        if let Some(peer) = &self.peer {
             return self.train_minibatch_share(peer, batch, targets, rows, ga, accum);
         }
         let (loss, _) = self.rows_loss(batch, targets, &rows, &self.config.loss_config())?;
@@ -718,7 +718,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
     /// second moments, `ratio_threshold` judged on the summed `avg_ratio`.
     fn train_minibatch_share(
         &self,
-        peer: Peer,
+        peer: &Peer,
         batch: &PaddedBatch,
         targets: &Targets<B>,
         rows: Vec<usize>,
@@ -793,7 +793,7 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
     /// [`trl_clip_quirk`](Self::trl_clip_quirk)) and one Adam step: the one place the policy is
     /// replaced. A data-parallel peer first sums its gradients with the other peers'.
     fn optimizer_step(&mut self, mut grads: GradientsParams) -> Result<(), RlError> {
-        if let Some(peer) = self.peer {
+        if let Some(peer) = &self.peer {
             grads = peer
                 .all_reduce_grads(self.policy(), grads, &self.device)
                 .map_err(collective)?;

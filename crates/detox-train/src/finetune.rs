@@ -524,8 +524,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             check_resumed_state(s, &cfg)?;
         }
 
-        B::seed(device, cfg.seed);
-        let (model, lora) = load_model::<B>(model_dir, checkpoint.as_deref(), &cfg, device)?;
+        let (model, lora) = {
+            let _draws = detox_parallel::seeded_draws();
+            B::seed(device, cfg.seed);
+            load_model::<B>(model_dir, checkpoint.as_deref(), &cfg, device)?
+        };
         let mut cfg = cfg;
         if let Some(lc) = &lora {
             // Checkpoints record the adapter actually trained (on resume: the checkpoint's).
@@ -646,7 +649,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .iter()
                 .map(|r| r.input_ids.len() + r.labels.len())
                 .sum::<usize>();
-            let (rows, weight) = match self.peer {
+            let (rows, weight) = match &self.peer {
                 None => (rows, None),
                 Some(p) => peer_share(rows, p),
             };
@@ -655,7 +658,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .unk
                 .filter(|_| self.cfg.decoder_word_dropout > 0.0)
                 .map(|unk| {
-                    let rank = self.peer.map_or(0, |p| p.rank);
+                    let rank = self.peer.as_ref().map_or(0, |p| p.rank);
                     let mut rng = crate::word_dropout::micro_batch_rng(seed, micro + rank);
                     let p = self.cfg.decoder_word_dropout;
                     dropped_decoder_inputs(&batch, &model.config, p, unk, &mut rng)
@@ -672,7 +675,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             accum.accumulate(&model, grads);
         }
         let mut grads = accum.grads();
-        if let Some(p) = self.peer {
+        if let Some(p) = &self.peer {
             // the step's loss and gradients over the whole batch: the shares' weighted sums
             grads = match p.all_reduce_grads(&model, grads, &self.device) {
                 Ok(g) => g,
@@ -1116,7 +1119,7 @@ fn load_model<B: AutodiffBackend>(
             // burn draws a new parameter's values when it is first read: draw the adapter's now,
             // right after the run's seeding, so that every trainer built with this seed (the
             // replicas of a data-parallel run too) starts from the same adapter.
-            materialize(&m);
+            detox_models::init::materialize(&m);
             lc
         }
         Some(ck) => {
@@ -1133,7 +1136,7 @@ fn load_model<B: AutodiffBackend>(
 /// Peer `p`'s share of a micro-batch's `rows` and its token weight
 /// ([`detox_parallel::shard`]). A peer whose share is empty (fewer rows than peers) trains on the
 /// first row with weight 0, so that it still contributes a (zero) gradient for every parameter.
-fn peer_share(rows: Vec<&Tokenized>, p: Peer) -> (Vec<&Tokenized>, Option<f64>) {
+fn peer_share<'r>(rows: Vec<&'r Tokenized>, p: &Peer) -> (Vec<&'r Tokenized>, Option<f64>) {
     let total: usize = rows.iter().map(|r| r.labels.len()).sum();
     let range = detox_parallel::share(rows.len(), p.world, p.rank);
     if range.is_empty() {
@@ -1142,17 +1145,6 @@ fn peer_share(rows: Vec<&Tokenized>, p: Peer) -> (Vec<&Tokenized>, Option<f64>) 
     let mine: Vec<&Tokenized> = rows[range].to_vec();
     let tokens: usize = mine.iter().map(|r| r.labels.len()).sum();
     (mine, Some(detox_parallel::token_weight(tokens, total)))
-}
-
-/// Reads every parameter of `module` once, so that lazily initialized ones draw their values now.
-fn materialize<B: Backend, M: Module<B>>(module: &M) {
-    struct Touch;
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
-            let _ = param.val();
-        }
-    }
-    module.visit(&mut Touch);
 }
 
 /// The backend seed of step `step`'s dropout masks.

@@ -203,6 +203,33 @@ impl Default for RunSettings {
     }
 }
 
+/// Data parallelism (`detox ppo --data-parallel`, `--nodes`, `--global-address`,
+/// `--peer-timeout`; flags override these). A node's rank is given on its command line only
+/// (`--node-rank`): it is what differs between the machines sharing one config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParallelSettings {
+    /// Peers (devices) in each process.
+    pub data_parallel: usize,
+    /// Processes (machines) in the run.
+    pub nodes: usize,
+    /// `HOST:PORT` where node 0 listens for the other nodes.
+    pub global_address: Option<String>,
+    /// Seconds a peer waits for the others at one collective step (absent: no limit).
+    pub peer_timeout: Option<u64>,
+}
+
+impl Default for ParallelSettings {
+    fn default() -> Self {
+        Self {
+            data_parallel: 1,
+            nodes: 1,
+            global_address: None,
+            peer_timeout: None,
+        }
+    }
+}
+
 /// `configs/lab.toml`: every section optional, missing keys take the lab's values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +249,8 @@ pub struct LabConfig {
     pub lora: LoraSettings,
     #[serde(default)]
     pub run: RunSettings,
+    #[serde(default)]
+    pub parallel: ParallelSettings,
 }
 
 /// The lab's `PPOConfig(learning_rate=1.41e-5, ppo_epochs=1, mini_batch_size=4, batch_size=16)`.
@@ -245,6 +274,7 @@ impl Default for LabConfig {
             toxicity: ToxicitySettings::default(),
             lora: LoraSettings::default(),
             run: RunSettings::default(),
+            parallel: ParallelSettings::default(),
         }
     }
 }
@@ -397,6 +427,26 @@ mod tests {
         assert_eq!(c.ppo.learning_rate, 1.41e-5);
         assert_eq!(c.generation.response_length, [100, 400]);
         assert_eq!((c.lora.r, c.lora.lora_alpha), (32, 32.0));
+    }
+
+    #[test]
+    fn the_parallel_section_is_read() {
+        let dir = std::env::temp_dir().join(format!("detox-lab-par-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("par.toml");
+        std::fs::write(
+            &f,
+            "[parallel]\ndata_parallel = 2\nnodes = 3\nglobal_address = \"10.0.0.1:29500\"\n",
+        )
+        .unwrap();
+        let p = LabConfig::from_file(&f).unwrap().parallel;
+        assert_eq!((p.data_parallel, p.nodes), (2, 3));
+        assert_eq!(p.global_address.as_deref(), Some("10.0.0.1:29500"));
+        assert_eq!(p.peer_timeout, None);
+        std::fs::write(&f, "[parallel]\nnode_rank = 1\n").unwrap();
+        let e = LabConfig::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("node_rank"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
         let limits = sample_lengths(queries.len(), cfg.generation.response_length, &mut rng);
         // a data-parallel peer generates and scores its share of the batch, sampling from its
         // own stream, then gathers the others' shares
-        let share = match self.peer {
+        let share = match &self.peer {
             Some(p) => {
                 rng = step_rng(cfg.run.seed, step, PEER_SALT + p.rank as u64);
                 detox_parallel::share(queries.len(), p.world, p.rank)
@@ -177,7 +177,7 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
         let t1 = Instant::now();
         let scores = self.reward.scores(&queries[share.clone()], &responses)?;
         let seconds_reward = t1.elapsed().as_secs_f64();
-        let (responses, scores, policy_rollout) = match self.peer {
+        let (responses, scores, policy_rollout) = match &self.peer {
             Some(p) => {
                 let all = |rows: Vec<Vec<f32>>| {
                     p.all_gather_rows::<B::InnerBackend>(

@@ -39,8 +39,8 @@ pub use checkpoint::{
     write_checkpoint, write_policy, CheckpointState,
 };
 pub use config::{
-    lab_ppo, DataConfig, GenerationSettings, LabConfig, LoraSettings, RewardSettings, RunSettings,
-    ToxicitySettings,
+    lab_ppo, DataConfig, GenerationSettings, LabConfig, LoraSettings, ParallelSettings,
+    RewardSettings, RunSettings, ToxicitySettings,
 };
 pub use data::{generate_responses, sample_lengths, split_dialogues, step_indices, Query};
 pub use error::LabError;

@@ -202,6 +202,10 @@ impl LabRun {
         peer: Option<Peer>,
     ) -> Result<Prepared<B>, LabError> {
         let cfg = &self.config;
+        // One local peer at a time: they share the backend's random generator, and a peer's
+        // seeded draws (its fresh adapter and value head) must not interleave with another's
+        // seeding or loading.
+        let draws = detox_parallel::seeded_draws();
         let (train, test, tokenizer) = self.queries()?;
         let classifier = load_reward_model::<B::InnerBackend>(
             &self.reward_model,
@@ -224,11 +228,14 @@ impl LabRun {
             .as_ref()
             .unwrap_or(&reward.classifier)
             .label(&cfg.toxicity.label)?;
-        let mut start = self.policy_start::<B>(device, peer.is_none_or(|p| p.is_main()))?;
-        if let Some(p) = peer {
+        let mut start =
+            self.policy_start::<B>(device, peer.as_ref().is_none_or(|p| p.is_main()))?;
+        // before the first collective operation, which waits for the other peers
+        drop(draws);
+        if let Some(p) = &peer {
             start
                 .trainer
-                .set_peer(p)
+                .set_peer(p.clone())
                 .map_err(|err| LabError::Step { step: 0, err })?;
         }
         Ok(Prepared {
@@ -317,6 +324,9 @@ impl LabRun {
                 (p, l, Some((st.step, st.ppo, ck.join(OPTIMIZER_FILE))))
             }
         };
+        // burn draws a fresh parameter (adapter, value head) at its first read: draw them now,
+        // right after the seeding
+        detox_models::init::materialize(&policy);
         let initial_dir = self.out.join("initial");
         let initial = match resumed {
             None => {
