@@ -30,45 +30,11 @@ fn dialogsum_slice(dir: &Path) -> Option<PathBuf> {
 }
 
 fn ppo(out: &Path, data: &Path, steps: usize, resume: bool) -> Output {
-    let (model, reward, config) = (
-        arg(&fixtures().join("t5-tiny")),
-        arg(&fixtures().join("roberta-tiny")),
-        arg(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/lab.toml")),
-    );
-    let (out_s, data_s, steps_s) = (arg(out), arg(data), steps.to_string());
-    let mut args = vec![
-        "ppo",
-        "--model",
-        &model,
-        "--reward-model",
-        &reward,
-        "--dataset",
-        &data_s,
-        "--out",
-        &out_s,
-        "--config",
-        &config,
-        "--max-steps",
-        &steps_s,
-        "--batch-size",
-        "4",
-        "--mini-batch-size",
-        "2",
-        "--learning-rate",
-        "1e-3",
-        "--response-length",
-        "4..12",
-        "--toxicity-samples",
-        "3",
-        "--compare-samples",
-        "4",
-        "--save-every",
-        "1",
-    ];
+    let mut args = common::tiny_ppo_args(data, out, steps);
     if resume {
-        args.push("--resume");
+        args.push("--resume".into());
     }
-    detox(&args)
+    common::detox_owned(&args)
 }
 
 fn stats_rows(out: &Path) -> Vec<Value> {

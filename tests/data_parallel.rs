@@ -209,53 +209,15 @@ fn a_peer_with_an_empty_share_still_takes_part() {
     check(config(Mode::Lora, 2, 2, 1), 3, "empty");
 }
 
-/// Largest absolute difference between two peft directories' adapters.
-fn adapter_diff(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (common::adapter_values(a), common::adapter_values(b));
-    let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&a), names(&b));
-    let values = |v: Vec<(String, Vec<f32>)>| v.into_iter().map(|(_, x)| x).collect::<Vec<_>>();
-    max_diff(&values(a), &values(b))
-}
-
 #[test]
 fn finetune_data_parallel_matches_one_device_and_writes_once() {
     let dir = common::scratch_dir("detox-dp", "cli");
     let data = common::synthetic_data(&dir, 6);
     let model = fixtures().join("t5-tiny");
     let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "finetune",
-            "--model",
-            model.to_str().unwrap(),
-            "--mode",
-            "lora",
-            "--train",
-            data.to_str().unwrap(),
-            "--eval",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--max-steps",
-            "3",
-            "--batch-size",
-            "4",
-            "--dropout-rate",
-            "0",
-            "--lora-dropout",
-            "0",
-            "--lr",
-            "1e-3",
-            "--log-every",
-            "1",
-            "--save-every",
-            "2",
-            "--seed",
-            "5",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let o = common::detox(&args);
+        let mut args = common::tiny_lora_args(&data, out);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = common::detox_owned(&args);
         serde_json::from_str::<serde_json::Value>(common::ok(&o).trim()).unwrap()
     };
     let (one, two) = (dir.join("one"), dir.join("two"));
@@ -279,7 +241,7 @@ fn finetune_data_parallel_matches_one_device_and_writes_once() {
     for ck in ["checkpoint-2", "checkpoint-3", "final"] {
         assert!(two.join(ck).is_dir(), "{ck}");
     }
-    let d = adapter_diff(&one.join("final"), &two.join("final"));
+    let d = common::adapter_diff(&one.join("final"), &two.join("final"));
     assert!(d < 1e-5, "data-parallel adapter differs by {d:e}");
 
     // Resumed from its checkpoint-2, a data-parallel run ends where the uninterrupted one did.
@@ -291,7 +253,7 @@ fn finetune_data_parallel_matches_one_device_and_writes_once() {
     }
     let c = run(&three, &["--data-parallel", "2", "--resume"]);
     assert_eq!(c["steps"], 3);
-    let d = adapter_diff(&two.join("final"), &three.join("final"));
+    let d = common::adapter_diff(&two.join("final"), &three.join("final"));
     assert!(d < 1e-5, "the resumed data-parallel run differs by {d:e}");
 
     let o = common::detox(&[
@@ -436,45 +398,18 @@ fn ppo_data_parallel_runs_the_lab_writes_once_and_resumes() {
     let dir = common::scratch_dir("detox-dp", "ppo-cli");
     let data = common::synthetic_data(&dir, 12);
     let out = dir.join("run");
-    let run = |steps: &str, extra: &[&str]| {
-        let (model, reward) = (fixtures().join("t5-tiny"), fixtures().join("roberta-tiny"));
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/lab.toml");
-        let mut args = vec![
-            "ppo",
-            "--model",
-            model.to_str().unwrap(),
-            "--reward-model",
-            reward.to_str().unwrap(),
-            "--dataset",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--max-steps",
-            steps,
-            "--batch-size",
-            "4",
-            "--mini-batch-size",
-            "2",
-            "--learning-rate",
-            "1e-3",
-            "--response-length",
-            "4..12",
-            "--toxicity-samples",
-            "3",
-            "--compare-samples",
-            "4",
-            "--save-every",
-            "1",
-            "--data-parallel",
-            "3",
-        ];
-        args.extend_from_slice(extra);
-        common::ok(&common::detox(&args));
+    let run = |steps: usize, extra: &[&str]| {
+        let mut args = common::tiny_ppo_args(&data, &out, steps);
+        args.extend(
+            ["--data-parallel", "3"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string()),
+        );
+        common::ok(&common::detox_owned(&args));
     };
     // 3 peers on batches of 4: generation shares of 2 + 1 + 1 rows, minibatch shares 1 + 1 + 0
-    run("2", &[]);
+    run(2, &[]);
     let steps: Vec<usize> = common::jsonl_column(&out.join("stats.jsonl"), "step");
     assert_eq!(steps, vec![1, 2]);
     let kl: Vec<f64> = common::jsonl_column(&out.join("stats.jsonl"), "objective/kl");
@@ -488,7 +423,7 @@ fn ppo_data_parallel_runs_the_lab_writes_once_and_resumes() {
         assert!(out.join(f).exists(), "{f}");
     }
     // resumed on the same number of peers, from checkpoint-2
-    run("3", &["--resume", "--rollout-from-generation", "false"]);
+    run(3, &["--resume", "--rollout-from-generation", "false"]);
     let steps: Vec<usize> = common::jsonl_column(&out.join("stats.jsonl"), "step");
     assert_eq!(steps, vec![1, 2, 3]);
     assert!(out.join("checkpoints/checkpoint-3").is_dir());

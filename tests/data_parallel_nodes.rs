@@ -70,38 +70,11 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// [`common::tiny_lora_args`] with `--mode` set to `mode`.
 fn finetune_args(data: &Path, out: &Path, mode: &str) -> Vec<String> {
-    let model = fixtures().join("t5-tiny");
-    let mut a = strings(&[
-        "finetune",
-        "--mode",
-        mode,
-        "--max-steps",
-        "3",
-        "--batch-size",
-        "4",
-        "--dropout-rate",
-        "0",
-        "--lora-dropout",
-        "0",
-        "--lr",
-        "1e-3",
-        "--log-every",
-        "1",
-        "--save-every",
-        "2",
-        "--seed",
-        "5",
-        "--json",
-    ]);
-    for (flag, p) in [
-        ("--model", model.as_path()),
-        ("--train", data),
-        ("--eval", data),
-        ("--out", out),
-    ] {
-        a.extend([flag.to_string(), common::arg(p)]);
-    }
+    let mut a = common::tiny_lora_args(data, out);
+    let at = a.iter().position(|s| s == "--mode").unwrap();
+    a[at + 1] = mode.into();
     a
 }
 
@@ -113,18 +86,6 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-5 * a.abs().max(1e-3)
 }
 
-fn adapter_diff(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (common::adapter_values(a), common::adapter_values(b));
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .flat_map(|((ka, va), (kb, vb))| {
-            assert_eq!(ka, kb);
-            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
-        })
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn two_processes_fine_tune_as_one_process_with_two_peers_does() {
     let dir = common::scratch_dir("detox-nodes", "finetune");
@@ -133,9 +94,7 @@ fn two_processes_fine_tune_as_one_process_with_two_peers_does() {
 
     let mut single = finetune_args(&data, &one, "lora");
     single.extend(strings(&["--data-parallel", "2"]));
-    let a = json(&common::detox(
-        &single.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    let a = json(&common::detox_owned(&single));
 
     let out = nodes(2, |r| finetune_args(&data, [&node0, &node1][r], "lora"));
     let b = json(&out[0]);
@@ -150,42 +109,8 @@ fn two_processes_fine_tune_as_one_process_with_two_peers_does() {
     }
     let steps: Vec<usize> = common::jsonl_column(&node0.join("metrics.jsonl"), "step");
     assert_eq!(steps, vec![1, 2, 3]);
-    let d = adapter_diff(&one.join("final"), &node0.join("final"));
+    let d = common::adapter_diff(&one.join("final"), &node0.join("final"));
     assert!(d < 1e-5, "the two-process adapter differs by {d:e}");
-}
-
-fn ppo_args(data: &Path, out: &Path) -> Vec<String> {
-    let (model, reward) = (fixtures().join("t5-tiny"), fixtures().join("roberta-tiny"));
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/lab.toml");
-    let mut a = strings(&[
-        "ppo",
-        "--max-steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--mini-batch-size",
-        "2",
-        "--learning-rate",
-        "1e-3",
-        "--response-length",
-        "4..12",
-        "--toxicity-samples",
-        "3",
-        "--compare-samples",
-        "4",
-        "--save-every",
-        "1",
-    ]);
-    for (flag, p) in [
-        ("--model", model.as_path()),
-        ("--reward-model", reward.as_path()),
-        ("--dataset", data),
-        ("--out", out),
-        ("--config", config.as_path()),
-    ] {
-        a.extend([flag.to_string(), common::arg(p)]);
-    }
-    a
 }
 
 #[test]
@@ -193,12 +118,10 @@ fn two_processes_run_the_ppo_lab_as_one_process_with_two_peers_does() {
     let dir = common::scratch_dir("detox-nodes", "ppo");
     let data = common::synthetic_data(&dir, 12);
     let (one, node0, node1) = (dir.join("one"), dir.join("node0"), dir.join("node1"));
-    let mut single = ppo_args(&data, &one);
+    let mut single = common::tiny_ppo_args(&data, &one, 2);
     single.extend(strings(&["--data-parallel", "2"]));
-    common::ok(&common::detox(
-        &single.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
-    let out = nodes(2, |r| ppo_args(&data, [&node0, &node1][r]));
+    common::ok(&common::detox_owned(&single));
+    let out = nodes(2, |r| common::tiny_ppo_args(&data, [&node0, &node1][r], 2));
     common::ok(&out[0]);
     common::ok(&out[1]);
     assert!(!node1.exists() || std::fs::read_dir(&node1).unwrap().next().is_none());

@@ -279,3 +279,99 @@ pub fn adapter_values(dir: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+/// `detox ppo` on the tiny fixtures (t5-tiny policy, roberta-tiny reward, configs/lab.toml) with
+/// a lab small enough for a test: batches of 4, minibatches of 2, responses of 4-11 tokens,
+/// `steps` steps, a checkpoint every step.
+pub fn tiny_ppo_args(data: &std::path::Path, out: &std::path::Path, steps: usize) -> Vec<String> {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/lab.toml");
+    let mut a = vec!["ppo".to_string()];
+    for (flag, p) in [
+        ("--model", fixtures().join("t5-tiny")),
+        ("--reward-model", fixtures().join("roberta-tiny")),
+        ("--dataset", data.to_path_buf()),
+        ("--out", out.to_path_buf()),
+        ("--config", config),
+    ] {
+        a.extend([flag.to_string(), arg(&p)]);
+    }
+    let steps = steps.to_string();
+    for s in [
+        "--max-steps",
+        &steps,
+        "--batch-size",
+        "4",
+        "--mini-batch-size",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--response-length",
+        "4..12",
+        "--toxicity-samples",
+        "3",
+        "--compare-samples",
+        "4",
+        "--save-every",
+        "1",
+    ] {
+        a.push(s.to_string());
+    }
+    a
+}
+
+/// `detox finetune --mode lora` of t5-tiny on `data` (also its eval set) for 3 steps of 4 rows,
+/// dropout off, a checkpoint at step 2, the summary as JSON.
+pub fn tiny_lora_args(data: &std::path::Path, out: &std::path::Path) -> Vec<String> {
+    let mut a = vec!["finetune".to_string()];
+    for (flag, p) in [
+        ("--model", fixtures().join("t5-tiny")),
+        ("--train", data.to_path_buf()),
+        ("--eval", data.to_path_buf()),
+        ("--out", out.to_path_buf()),
+    ] {
+        a.extend([flag.to_string(), arg(&p)]);
+    }
+    for s in [
+        "--mode",
+        "lora",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--dropout-rate",
+        "0",
+        "--lora-dropout",
+        "0",
+        "--lr",
+        "1e-3",
+        "--log-every",
+        "1",
+        "--save-every",
+        "2",
+        "--seed",
+        "5",
+        "--json",
+    ] {
+        a.push(s.to_string());
+    }
+    a
+}
+
+/// [`detox`] with owned arguments.
+pub fn detox_owned(args: &[String]) -> std::process::Output {
+    detox(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The largest absolute difference between two peft directories' adapters (same tensor names).
+pub fn adapter_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
+    let (a, b) = (adapter_values(a), adapter_values(b));
+    let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    a.iter()
+        .zip(&b)
+        .flat_map(|((_, x), (_, y))| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
