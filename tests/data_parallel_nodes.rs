@@ -9,8 +9,6 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixtures;
-
 /// A port nobody listens on right now.
 fn free_address() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -86,31 +84,54 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-5 * a.abs().max(1e-3)
 }
 
-#[test]
-fn two_processes_fine_tune_as_one_process_with_two_peers_does() {
-    let dir = common::scratch_dir("detox-nodes", "finetune");
+/// `finetune` with `peers` peers in one process against `nodes` processes of `peers / nodes`
+/// peers each: same losses and adapter; node 0 alone reports and writes.
+fn check_finetune(tag: &str, peers: usize, nodes_n: usize) {
+    let dir = common::scratch_dir("detox-nodes", tag);
     let data = common::synthetic_data(&dir, 6);
-    let (one, node0, node1) = (dir.join("one"), dir.join("node0"), dir.join("node1"));
+    let one = dir.join("one");
+    let outs: Vec<_> = (0..nodes_n).map(|r| dir.join(format!("node{r}"))).collect();
+    let per_node = (peers / nodes_n).to_string();
 
     let mut single = finetune_args(&data, &one, "lora");
-    single.extend(strings(&["--data-parallel", "2"]));
+    single.extend(strings(&["--data-parallel", &peers.to_string()]));
     let a = json(&common::detox_owned(&single));
 
-    let out = nodes(2, |r| finetune_args(&data, [&node0, &node1][r], "lora"));
+    let out = nodes(nodes_n, |r| {
+        let mut a = finetune_args(&data, &outs[r], "lora");
+        a.extend(strings(&["--data-parallel", &per_node]));
+        a
+    });
     let b = json(&out[0]);
-    // node 1 trains but reports and writes nothing
-    assert_eq!(common::ok(&out[1]).trim(), "");
-    assert!(!node1.exists() || std::fs::read_dir(&node1).unwrap().next().is_none());
-
+    for (r, o) in out.iter().enumerate().skip(1) {
+        // the other nodes train but report and write nothing
+        assert_eq!(common::ok(o).trim(), "", "node {r}");
+        let dir = &outs[r];
+        assert!(!dir.exists() || std::fs::read_dir(dir).unwrap().next().is_none());
+    }
     assert_eq!(b["steps"], 3);
     for key in ["last_loss", "eval_loss"] {
         let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
-        assert!(close(x, y), "{key}: one process {x}, two processes {y}");
+        assert!(
+            close(x, y),
+            "{key}: one process {x}, {nodes_n} processes {y}"
+        );
     }
-    let steps: Vec<usize> = common::jsonl_column(&node0.join("metrics.jsonl"), "step");
+    let steps: Vec<usize> = common::jsonl_column(&outs[0].join("metrics.jsonl"), "step");
     assert_eq!(steps, vec![1, 2, 3]);
-    let d = common::adapter_diff(&one.join("final"), &node0.join("final"));
-    assert!(d < 1e-5, "the two-process adapter differs by {d:e}");
+    let d = common::adapter_diff(&one.join("final"), &outs[0].join("final"));
+    assert!(d < 1e-5, "the {nodes_n}-process adapter differs by {d:e}");
+}
+
+#[test]
+fn two_processes_fine_tune_as_one_process_with_two_peers_does() {
+    check_finetune("finetune", 2, 2);
+}
+
+#[test]
+fn two_processes_of_two_peers_fine_tune_as_one_process_with_four_peers_does() {
+    // burn-collective sums each process's peers, the link sums the processes
+    check_finetune("finetune-2x2", 4, 2);
 }
 
 #[test]

@@ -145,14 +145,24 @@ impl Peer {
             peer: self,
             grads: &mut grads,
             seen: HashSet::new(),
+            bucket: Vec::new(),
+            pending: Vec::new(),
             err: None,
             _b: std::marker::PhantomData,
         };
         module.visit(&mut v);
-        match v.err {
-            Some(e) => Err(e),
-            None => Ok(grads),
+        if let Some(e) = v.err {
+            return Err(e);
         }
+        // the nodes' sum of every gradient at once: one round trip per step, not per tensor
+        let (mut bucket, pending) = (v.bucket, v.pending);
+        if !pending.is_empty() {
+            self.reduce_nodes(&mut bucket, "summing gradients")?;
+            for (range, register) in pending {
+                register(&mut grads, bucket[range].to_vec());
+            }
+        }
+        Ok(grads)
     }
 
     /// `module` with the main peer's parameter values on every peer (what torch's
@@ -353,11 +363,18 @@ impl<B: AutodiffBackend> ModuleMapper<B> for BroadcastParams<'_, B> {
     }
 }
 
+/// Puts a gradient, summed over the nodes, back in place (its parameter, shape and device kept).
+type Register = Box<dyn FnOnce(&mut GradientsParams, Vec<f32>)>;
+
 struct ReduceGrads<'a, B: AutodiffBackend> {
     peer: &'a Peer,
     grads: &'a mut GradientsParams,
     /// A parameter reached twice (a shared module) is reduced once.
     seen: HashSet<ParamId>,
+    /// On a multi-node run: every gradient summed over this node, one after the other, to be
+    /// summed over the nodes in one operation; where each one lies in it.
+    bucket: Vec<f32>,
+    pending: Vec<(std::ops::Range<usize>, Register)>,
     err: Option<ParallelError>,
     _b: std::marker::PhantomData<B>,
 }
@@ -370,9 +387,35 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ReduceGrads<'_, B> {
         let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
             return;
         };
-        match self.peer.reduce(g, "summing gradients") {
-            Ok(sum) => self.grads.register::<B::InnerBackend, D>(param.id, sum),
-            Err(e) => self.err = Some(e),
+        if self.peer.link.is_none() {
+            match self.peer.reduce(g, "summing gradients") {
+                Ok(sum) => self.grads.register::<B::InnerBackend, D>(param.id, sum),
+                Err(e) => self.err = Some(e),
+            }
+            return;
         }
+        let g = match self.peer.local_peers {
+            1 => g,
+            _ => match self.peer.reduce_local(g, "summing gradients") {
+                Ok(g) => g,
+                Err(e) => {
+                    self.err = Some(e);
+                    return;
+                }
+            },
+        };
+        let (id, device, shape) = (param.id, g.device(), g.shape());
+        let values = g
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float data");
+        let start = self.bucket.len();
+        self.bucket.extend_from_slice(&values);
+        let register: Register = Box::new(move |grads, sum| {
+            let t = Tensor::<B::InnerBackend, D>::from_data(TensorData::new(sum, shape), &device);
+            grads.register::<B::InnerBackend, D>(id, t);
+        });
+        self.pending.push((start..self.bucket.len(), register));
     }
 }
