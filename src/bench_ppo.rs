@@ -200,7 +200,9 @@ fn time_steps<B: AutodiffBackend>(
 }
 
 /// A random roberta-base classifier's first logit for random ids as long as query + response
-/// (at most 512): the reward's cost without a tokenizer.
+/// (at most 512), in the forward passes `detox_hub::Classifier::logits` makes
+/// ([`length_groups`](detox_hub::classifier::length_groups), padding masked): the reward's cost
+/// without a tokenizer.
 struct RandomReward<B: Backend> {
     model: RobertaForSequenceClassification<B>,
     rng: StdRng,
@@ -209,22 +211,29 @@ struct RandomReward<B: Backend> {
 
 impl<B: Backend> Reward for RandomReward<B> {
     fn scores(&mut self, queries: &[&Query], responses: &[Vec<u32>]) -> Result<Vec<f32>, LabError> {
-        let bs = responses.len();
-        let len = queries
+        let lens: Vec<usize> = queries
             .iter()
             .zip(responses)
-            .map(|(q, r)| q.input_ids.len() + r.len())
-            .max()
-            .unwrap_or(1)
-            .min(512);
-        let ids: Vec<i64> = (0..bs * len)
-            .map(|_| self.rng.random_range(3..50000))
+            .map(|(q, r)| (q.input_ids.len() + r.len()).clamp(1, 512))
             .collect();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [bs, len]), &self.device);
-        let mask = Tensor::<B, 2, Int>::ones([bs, len], &self.device);
-        let logits = self.model.forward(ids, mask).into_data().convert::<f32>();
-        let logits: Vec<f32> = logits.into_vec().unwrap_or_default();
-        Ok(logits.chunks(2).map(|r| r[0]).collect())
+        let mut scores = vec![0f32; lens.len()];
+        for group in detox_hub::classifier::length_groups(&lens, responses.len()) {
+            let rows: Vec<Vec<u32>> = group
+                .iter()
+                .map(|&i| {
+                    (0..lens[i])
+                        .map(|_| self.rng.random_range(3..50000))
+                        .collect()
+                })
+                .collect();
+            let (ids, mask) = detox_hub::tokenizer::pad_batch(rows, 1).tensors::<B>(&self.device);
+            let logits = self.model.forward(ids, mask).into_data().convert::<f32>();
+            let logits: Vec<f32> = logits.into_vec().unwrap_or_default();
+            for (&i, l) in group.iter().zip(logits.chunks(2)) {
+                scores[i] = l[0];
+            }
+        }
+        Ok(scores)
     }
 }
 
