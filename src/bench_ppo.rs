@@ -200,9 +200,9 @@ fn time_steps<B: AutodiffBackend>(
 }
 
 /// A random roberta-base classifier's first logit for random ids as long as query + response
-/// (at most 512), in the forward passes `detox_hub::Classifier::logits` makes
-/// ([`length_groups`](detox_hub::classifier::length_groups), padding masked): the reward's cost
-/// without a tokenizer.
+/// (at most 512), through `detox_hub::Classifier::logits`'s forward passes
+/// ([`logits_in_groups`](detox_hub::classifier::logits_in_groups)): the reward's cost without a
+/// tokenizer.
 struct RandomReward<B: Backend> {
     model: RobertaForSequenceClassification<B>,
     rng: StdRng,
@@ -216,23 +216,18 @@ impl<B: Backend> Reward for RandomReward<B> {
             .zip(responses)
             .map(|(q, r)| (q.input_ids.len() + r.len()).clamp(1, 512))
             .collect();
-        let mut scores = vec![0f32; lens.len()];
-        for group in detox_hub::classifier::length_groups(&lens, responses.len()) {
-            let rows: Vec<Vec<u32>> = group
-                .iter()
-                .map(|&i| {
-                    (0..lens[i])
-                        .map(|_| self.rng.random_range(3..50000))
-                        .collect()
-                })
-                .collect();
-            let (ids, mask) = detox_hub::tokenizer::pad_batch(rows, 1).tensors::<B>(&self.device);
-            let logits = self.model.forward(ids, mask).into_data().convert::<f32>();
-            let logits: Vec<f32> = logits.into_vec().unwrap_or_default();
-            for (&i, l) in group.iter().zip(logits.chunks(2)) {
-                scores[i] = l[0];
-            }
-        }
+        let rows: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&l| (0..l).map(|_| self.rng.random_range(3..50000)).collect())
+            .collect();
+        let logits = detox_hub::classifier::logits_in_groups(
+            &self.model,
+            &rows,
+            responses.len(),
+            1,
+            &self.device,
+        );
+        let scores = logits.iter().map(|l| l[0]).collect();
         Ok(scores)
     }
 }
@@ -270,7 +265,6 @@ fn time_iteration<B: AutodiffBackend>(
         reward,
         config,
         device,
-        peer: None,
     };
     let it = lab.iteration(0)?;
     println!(

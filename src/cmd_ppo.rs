@@ -190,14 +190,13 @@ impl PpoArgs {
 /// `detox ppo`: on one device, or data-parallel on several (`--data-parallel`, `--nodes`; or
 /// the config's `[parallel]`).
 pub fn run(args: PpoArgs) -> Result<()> {
-    let topology = args
-        .parallel
-        .topology_with(&args.inputs.lab_config()?.parallel)?;
+    let run = args.lab_run()?;
+    let topology = args.parallel.topology_with(&run.config.parallel)?;
     if topology.world() == 1 {
-        args.device.run_autodiff(Ppo(args))
+        args.device.run_autodiff(Ppo(args, run))
     } else {
         args.device
-            .run_parallel(topology.devices, PpoParallel(args, topology))
+            .run_parallel(topology.devices, PpoParallel(args, run, topology))
     }
 }
 
@@ -258,15 +257,15 @@ fn report(a: &PpoArgs, s: &LabSummary) {
     eprintln!("final policy: {}", s.final_dir.display());
 }
 
-pub struct Ppo(pub PpoArgs);
+/// `detox ppo` on one device: the flags and the lab run they describe.
+pub struct Ppo(pub PpoArgs, pub LabRun);
 
 impl AutodiffJob for Ppo {
     type Output = ();
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        let run = self.0.lab_run()?;
         detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
-        let s = run.run::<B>(&device)?;
+        let s = self.1.run::<B>(&device)?;
         report(&self.0, &s);
         Ok(())
     }
@@ -274,14 +273,13 @@ impl AutodiffJob for Ppo {
 
 /// Data-parallel PPO: one lab loop per local peer; each generates and scores its share of every
 /// batch, and the PPO step is split as [`detox_ppo::PpoTrainer::set_peer`] says.
-struct PpoParallel(PpoArgs, Topology);
+struct PpoParallel(PpoArgs, LabRun, Topology);
 
 impl ParallelJob for PpoParallel {
     type Output = ();
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
-        let (args, topology) = (self.0, self.1);
-        let run = args.lab_run()?;
+        let (args, run, topology) = (self.0, self.1, self.2);
         let timeout = args.parallel.timeout_with(&run.config.parallel);
         detox_train::interrupt::install().context("cannot listen for SIGINT/SIGTERM")?;
         let jobs: Vec<PeerJob<'_, Option<LabSummary>, anyhow::Error>> = devices

@@ -280,32 +280,12 @@ fn finetune_data_parallel_matches_one_device_and_writes_once() {
 // PPO: one trl step (the fixtures of tests/parity_ppo.rs) on 1 and on 2 peers
 // ---------------------------------------------------------------------------------------------
 
-use detox_ppo::{load_policy, reference_model, PpoTrainer, ReferenceKind};
+use detox_ppo::PpoTrainer;
 use serde_json::Value;
 
 fn ppo_trainer(case: &str) -> (PpoTrainer<Ad>, Value) {
-    let dir = fixtures().join("ppo").join(case);
-    let fx: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
-    let mut c = fx["config"].clone();
-    let m = c.as_object_mut().unwrap();
-    m.remove("backward_batch_size");
-    m.remove("seed");
-    let config: detox_rl::PpoConfig = serde_json::from_value(c).unwrap();
-    let device = Default::default();
-    let (policy, _) = load_policy::<Ad>(
-        &fixtures().join("t5-tiny"),
-        Some(&dir.join("adapter")),
-        None,
-        Some(&dir.join("v_head.safetensors")),
-        &device,
-    )
-    .unwrap();
-    let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
-    (
-        PpoTrainer::new(policy, reference, config, 0, &device).unwrap(),
-        fx,
-    )
+    let (t, fx, _) = common::ppo_fixture_trainer::<Ad>(case);
+    (t, fx)
 }
 
 /// The fixture's first step: queries, responses, scores and trl's permutations.

@@ -23,8 +23,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use common::fixtures;
 use detox_ppo::lab::write_policy;
-use detox_ppo::{load_policy, reference_model, replay_rollout, PpoTrainer, ReferenceKind};
-use detox_rl::PpoConfig;
+use detox_ppo::{replay_rollout, PpoTrainer};
 use serde_json::Value;
 
 type Cpu = burn::backend::NdArray<f32>;
@@ -105,14 +104,6 @@ fn safetensors_map(file: &Path) -> BTreeMap<String, Vec<f32>> {
 
 /// trl's `PPOConfig` fields of the fixture (it also records `backward_batch_size` and `seed`,
 /// which are derived / numpy's).
-fn ppo_config(fx: &Value) -> PpoConfig {
-    let mut c = fx["config"].clone();
-    let m = c.as_object_mut().unwrap();
-    m.remove("backward_batch_size");
-    m.remove("seed");
-    serde_json::from_value(c).unwrap()
-}
-
 /// How the step gets the policy's rollout log-probs and values.
 #[derive(Clone, Copy, PartialEq)]
 enum Rollout {
@@ -142,7 +133,7 @@ fn run_case(case: &str) {
 }
 
 fn run_case_with<B: AutodiffBackend>(case: &str, rollout: Rollout) {
-    let (mut trainer, fx, lora) = trainer_for::<B>(case);
+    let (mut trainer, fx, lora) = common::ppo_fixture_trainer::<B>(case);
     let dir = fixtures().join("ppo").join(case);
     let config = trainer.config.clone();
     assert!(trainer.trl_clip_quirk);
@@ -367,31 +358,8 @@ fn ppo_step_matches_trl_full_kl_whitened_accumulated_early_stopped() {
     run_case("full_scaled");
 }
 
-/// The fixture's policy (t5-tiny + its LoRA adapter + value head), the adapter-disabled
-/// reference and trl's config, as `PPOTrainer(config, model, ref_model=None)`.
-fn trainer_for<B: AutodiffBackend>(
-    case: &str,
-) -> (PpoTrainer<B>, Value, Option<detox_models::LoraConfig>) {
-    let dir = fixtures().join("ppo").join(case);
-    let fx: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
-    let config = ppo_config(&fx);
-    let device = Default::default();
-    let (policy, lora) = load_policy::<B>(
-        &fixtures().join("t5-tiny"),
-        Some(&dir.join("adapter")),
-        None,
-        Some(&dir.join("v_head.safetensors")),
-        &device,
-    )
-    .unwrap();
-    let reference = reference_model(&policy.valid().pretrained_model, ReferenceKind::Base);
-    let trainer = PpoTrainer::new(policy, reference, config, 0, &device).unwrap();
-    (trainer, fx, lora)
-}
-
 fn default_trainer() -> (PpoTrainer<Ad>, Value) {
-    let (t, fx, _) = trainer_for::<Ad>("default");
+    let (t, fx, _) = common::ppo_fixture_trainer::<Ad>("default");
     (t, fx)
 }
 

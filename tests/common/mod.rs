@@ -375,3 +375,40 @@ pub fn adapter_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
         })
         .fold(0.0, f32::max)
 }
+
+/// A trl PPO fixture's (`tests/fixtures/ppo/CASE`) trainer, as
+/// `PPOTrainer(config, model, ref_model=None)`: t5-tiny with the fixture's LoRA adapter and
+/// value head, the adapter-disabled reference and trl's config (less `backward_batch_size`,
+/// which trl derives, and `seed`); with the fixture (`step.json`) and the adapter's config.
+pub fn ppo_fixture_trainer<B: burn::tensor::backend::AutodiffBackend>(
+    case: &str,
+) -> (
+    detox_ppo::PpoTrainer<B>,
+    serde_json::Value,
+    Option<detox_models::LoraConfig>,
+) {
+    use burn::module::AutodiffModule;
+    let dir = fixtures().join("ppo").join(case);
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("step.json")).unwrap()).unwrap();
+    let mut c = fx["config"].clone();
+    let m = c.as_object_mut().unwrap();
+    m.remove("backward_batch_size");
+    m.remove("seed");
+    let config: detox_rl::PpoConfig = serde_json::from_value(c).unwrap();
+    let device = Default::default();
+    let (policy, lora) = detox_ppo::load_policy::<B>(
+        &fixtures().join("t5-tiny"),
+        Some(&dir.join("adapter")),
+        None,
+        Some(&dir.join("v_head.safetensors")),
+        &device,
+    )
+    .unwrap();
+    let reference = detox_ppo::reference_model(
+        &policy.valid().pretrained_model,
+        detox_ppo::ReferenceKind::Base,
+    );
+    let trainer = detox_ppo::PpoTrainer::new(policy, reference, config, 0, &device).unwrap();
+    (trainer, fx, lora)
+}

@@ -61,32 +61,47 @@ impl<B: Backend> Classifier<B> {
     /// pass is padding: a text's logits do not depend on the others in its pass (its attention
     /// mask hides their padding), up to float rounding.
     pub fn logits<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, HubError> {
-        let n = self.model.labels.len();
         let rows = texts
             .iter()
             .map(|t| self.tokenizer.encode(t.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
-        let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
-        let mut out = vec![Vec::new(); texts.len()];
-        for group in length_groups(&lens, self.batch_size) {
-            let batch = pad_batch(
-                group.iter().map(|&i| rows[i].clone()).collect(),
-                self.tokenizer.pad_id,
-            );
-            let (ids, mask) = batch.tensors::<B>(&self.device);
-            let logits: Vec<f32> = self
-                .model
-                .forward(ids, mask)
-                .into_data()
-                .convert::<f32>()
-                .into_vec()
-                .expect("float logits");
-            for (&i, l) in group.iter().zip(logits.chunks(n)) {
-                out[i] = l.to_vec();
-            }
-        }
-        Ok(out)
+        Ok(logits_in_groups(
+            &self.model,
+            &rows,
+            self.batch_size,
+            self.tokenizer.pad_id,
+            &self.device,
+        ))
     }
+}
+
+/// `model`'s logits `[n][num_labels]` of the token-id `rows`, in their order, at most
+/// `max_batch` rows per forward pass in [`length_groups`], each pass right-padded with `pad_id`
+/// under its attention mask.
+pub fn logits_in_groups<B: Backend>(
+    model: &RobertaForSequenceClassification<B>,
+    rows: &[Vec<u32>],
+    max_batch: usize,
+    pad_id: u32,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let n = model.labels.len();
+    let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+    let mut out = vec![Vec::new(); rows.len()];
+    for group in length_groups(&lens, max_batch) {
+        let batch = pad_batch(group.iter().map(|&i| rows[i].clone()).collect(), pad_id);
+        let (ids, mask) = batch.tensors::<B>(device);
+        let logits: Vec<f32> = model
+            .forward(ids, mask)
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float logits");
+        for (&i, l) in group.iter().zip(logits.chunks(n)) {
+            out[i] = l.to_vec();
+        }
+    }
+    out
 }
 
 /// The forward passes of texts of token lengths `lens`: indices from the longest text to the

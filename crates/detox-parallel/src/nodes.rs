@@ -147,12 +147,12 @@ pub fn join(topology: &Topology, timeout: Duration) -> Result<Vec<NodeLink>, Par
         accept_nodes(&listener, topology, deadline)?
     } else {
         (0..topology.devices)
-            .map(|local| connect(address, topology, local, deadline))
+            .map(|local| connect(address, topology, local, deadline).map(|s| vec![s]))
             .collect::<Result<Vec<_>, _>>()?
     };
     let read_timeout = (timeout != Duration::MAX).then_some(timeout);
-    for link in &links {
-        for s in &link.1 {
+    for streams in &links {
+        for s in streams {
             let _ = s.set_nodelay(true);
             s.set_read_timeout(read_timeout)
                 .and_then(|()| s.set_write_timeout(read_timeout))
@@ -161,8 +161,8 @@ pub fn join(topology: &Topology, timeout: Duration) -> Result<Vec<NodeLink>, Par
     }
     Ok(links
         .into_iter()
-        .map(|(node_rank, streams)| NodeLink {
-            node_rank,
+        .map(|streams| NodeLink {
+            node_rank: topology.node_rank,
             state: Mutex::new((0, streams)),
         })
         .collect())
@@ -190,7 +190,7 @@ fn accept_nodes(
     listener: &TcpListener,
     topology: &Topology,
     deadline: Option<Instant>,
-) -> Result<Vec<(usize, Vec<TcpStream>)>, ParallelError> {
+) -> Result<Vec<Vec<TcpStream>>, ParallelError> {
     let expected = (topology.nodes - 1) * topology.devices;
     let mut slots: Vec<Vec<Option<TcpStream>>> = (0..topology.devices)
         .map(|_| (0..topology.nodes - 1).map(|_| None).collect())
@@ -254,7 +254,7 @@ fn accept_nodes(
     }
     Ok(slots
         .into_iter()
-        .map(|row| (0, row.into_iter().map(|s| s.expect("joined")).collect()))
+        .map(|row| row.into_iter().map(|s| s.expect("joined")).collect())
         .collect())
 }
 
@@ -272,7 +272,7 @@ fn connect(
     topology: &Topology,
     local: usize,
     deadline: Option<Instant>,
-) -> Result<(usize, Vec<TcpStream>), ParallelError> {
+) -> Result<TcpStream, ParallelError> {
     let mut s = loop {
         match TcpStream::connect(address) {
             Ok(s) => break s,
@@ -303,7 +303,7 @@ fn connect(
     if !answer.is_empty() {
         return Err(join_error(format!("node 0 refused this node: {answer}")));
     }
-    Ok((topology.node_rank, vec![s]))
+    Ok(s)
 }
 
 #[cfg(test)]

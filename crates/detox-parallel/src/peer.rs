@@ -46,13 +46,6 @@ impl Peer {
         }
     }
 
-    /// Closes this peer's connections to the other nodes, so that they stop waiting for it.
-    pub fn disconnect(&self) {
-        if let Some(link) = &self.link {
-            link.disconnect();
-        }
-    }
-
     /// burn-collective's id of this peer.
     pub fn id(&self) -> PeerId {
         PeerId(self.rank as u32)
@@ -70,16 +63,13 @@ impl Peer {
         values: &[f32],
         device: &B::Device,
     ) -> Result<Vec<f32>, ParallelError> {
-        let mut sum = values.to_vec();
-        if self.local_peers > 1 {
-            let t = Tensor::<B, 1>::from_data(TensorData::new(sum, [values.len()]), device);
-            let t = self.reduce_local(t, "summing scalars")?;
-            sum = t
-                .into_data()
-                .convert::<f32>()
-                .into_vec()
-                .expect("float data");
-        }
+        let t = Tensor::<B, 1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device);
+        let mut sum: Vec<f32> = self
+            .reduce_local(t, "summing scalars")?
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("float data");
         self.reduce_nodes(&mut sum, "summing scalars")?;
         Ok(sum)
     }
@@ -191,11 +181,7 @@ impl Peer {
         tensor: Tensor<B, D>,
         what: &'static str,
     ) -> Result<Tensor<B, D>, ParallelError> {
-        let tensor = if self.local_peers > 1 {
-            self.reduce_local(tensor, what)?
-        } else {
-            tensor
-        };
+        let tensor = self.reduce_local(tensor, what)?;
         if self.link.is_none() {
             return Ok(tensor);
         }
@@ -210,12 +196,16 @@ impl Peer {
     }
 
     /// burn-collective's all-reduce (sum) over this node's peers, waiting at most
-    /// [`Peer::timeout`].
+    /// [`Peer::timeout`]; `tensor` itself when this node has one peer (burn-collective is not
+    /// used then).
     fn reduce_local<B: Backend, const D: usize>(
         &self,
         tensor: Tensor<B, D>,
         what: &'static str,
     ) -> Result<Tensor<B, D>, ParallelError> {
+        if self.local_peers == 1 {
+            return Ok(tensor);
+        }
         let id = self.id();
         let primitive = tensor.into_primitive().tensor();
         let result = with_timeout(self.timeout, move || {
@@ -394,15 +384,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ReduceGrads<'_, B> {
             }
             return;
         }
-        let g = match self.peer.local_peers {
-            1 => g,
-            _ => match self.peer.reduce_local(g, "summing gradients") {
-                Ok(g) => g,
-                Err(e) => {
-                    self.err = Some(e);
-                    return;
-                }
-            },
+        let g = match self.peer.reduce_local(g, "summing gradients") {
+            Ok(g) => g,
+            Err(e) => {
+                self.err = Some(e);
+                return;
+            }
         };
         let (id, device, shape) = (param.id, g.device(), g.shape());
         let values = g

@@ -318,6 +318,11 @@ impl<B: AutodiffBackend> PpoTrainer<B> {
         Ok(())
     }
 
+    /// This trainer's place in a data-parallel run ([`set_peer`](Self::set_peer)), if any.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
+    }
+
     pub fn policy(&self) -> &Seq2SeqLMWithValueHead<B> {
         self.policy.as_ref().expect("policy present between steps")
     }

@@ -10,8 +10,6 @@ use burn::tensor::backend::AutodiffBackend;
 use detox_hub::TextTokenizer;
 use detox_rl::Stats;
 
-use detox_parallel::Peer;
-
 use super::config::LabConfig;
 use super::data::{decode_text, generate_responses, sample_lengths, step_indices, step_rng, Query};
 use super::error::LabError;
@@ -81,10 +79,6 @@ pub struct LabLoop<B: AutodiffBackend, R: Reward> {
     pub reward: R,
     pub config: LabConfig,
     pub device: B::Device,
-    /// This loop's place in a data-parallel run (`None`: alone): it generates and scores its
-    /// share of every batch, the peers gather the whole batch, and each takes the
-    /// (data-parallel, [`PpoTrainer::set_peer`]) step on it.
-    pub peer: Option<Peer>,
 }
 
 /// What one iteration did.
@@ -136,9 +130,11 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
         let queries: Vec<&Query> = idx.iter().map(|&i| &self.train[i]).collect();
         let mut rng = step_rng(cfg.run.seed, step, 1);
         let limits = sample_lengths(queries.len(), cfg.generation.response_length, &mut rng);
-        // a data-parallel peer generates and scores its share of the batch, sampling from its
-        // own stream, then gathers the others' shares
-        let share = match &self.peer {
+        // a data-parallel peer (the trainer's, [`PpoTrainer::set_peer`]) generates and scores
+        // its share of the batch, sampling from its own stream, then gathers the others' shares
+        // and takes the (data-parallel) step on the whole batch
+        let peer = self.trainer.peer().cloned();
+        let share = match &peer {
             Some(p) => {
                 rng = step_rng(cfg.run.seed, step, PEER_SALT + p.rank as u64);
                 detox_parallel::share(queries.len(), p.world, p.rank)
@@ -177,7 +173,7 @@ impl<B: AutodiffBackend, R: Reward> LabLoop<B, R> {
         let t1 = Instant::now();
         let scores = self.reward.scores(&queries[share.clone()], &responses)?;
         let seconds_reward = t1.elapsed().as_secs_f64();
-        let (responses, scores, policy_rollout) = match &self.peer {
+        let (responses, scores, policy_rollout) = match &peer {
             Some(p) => {
                 let all = |rows: Vec<Vec<f32>>| {
                     p.all_gather_rows::<B::InnerBackend>(

@@ -139,9 +139,9 @@ impl LabRun {
         self.run_main::<B>(device, None)
     }
 
-    /// Runs as `peer` of a data-parallel run ([`LabLoop::peer`]): peer 0 as [`run`](Self::run)
-    /// does, writing every output (and returning the summary); the others only take part in
-    /// the iterations, writing nothing.
+    /// Runs as `peer` of a data-parallel run ([`LabLoop::iteration`] splits each batch among the
+    /// peers): peer 0 as [`run`](Self::run) does, writing every output (and returning the
+    /// summary); the others only take part in the iterations, writing nothing.
     pub fn run_peer<B: AutodiffBackend>(
         &self,
         device: &B::Device,
@@ -232,10 +232,10 @@ impl LabRun {
             self.policy_start::<B>(device, peer.as_ref().is_none_or(|p| p.is_main()))?;
         // before the first collective operation, which waits for the other peers
         drop(draws);
-        if let Some(p) = &peer {
+        if let Some(p) = peer {
             start
                 .trainer
-                .set_peer(p.clone())
+                .set_peer(p)
                 .map_err(|err| LabError::Step { step: 0, err })?;
         }
         Ok(Prepared {
@@ -245,7 +245,6 @@ impl LabRun {
                 reward,
                 config: cfg.clone(),
                 device: device.clone(),
-                peer,
             },
             test,
             toxicity_classifier,
