@@ -24,6 +24,7 @@ pub(crate) const MAX_QUERIES: usize = 16;
 pub(crate) type Four<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
 
 /// A `[b, h, n, d]` f32 view whose `d` values are contiguous: its storage and strides.
+#[derive(Clone)]
 pub(crate) struct View {
     pub(crate) t: FlexTensor,
     pub(crate) strides: [usize; 3],

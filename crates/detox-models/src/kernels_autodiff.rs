@@ -22,6 +22,7 @@ use crate::kernels::{
     data, gelu_new_mul_slices, gelu_new_sigmoid, new_flex, primitive_as, softmax_bias_rows,
     tensor_of, zip3_map, TWO_SQRT_2_OVER_PI,
 };
+use crate::kernels_matmul::product_of;
 
 type Ad = Autodiff<Flex>;
 type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
@@ -116,6 +117,63 @@ impl Backward<Flex, 2> for GeluNewMulBackward {
                 let d = gelu_new_mul_slices(data(&a2), Some(data(&g)));
                 new_flex(d, &shape2)
             },
+        );
+    }
+}
+
+/// `x · w` for 2-D `Autodiff<Flex>` tensors (f32, any strides) with its backward, through
+/// `kernels_matmul`'s product: the frozen base projections of LoRA fine-tuning and PPO keep the
+/// loaders' `[out, in]` weight layout, for which burn-flex's matmul packs the weight on one
+/// core while the other waits (`kernels_matmul::column_blocks`), and every burn-flex product
+/// zero-fills its output and then copies it into a second buffer. Else both back.
+#[allow(clippy::type_complexity)]
+pub fn matmul_2d<B: Backend>(
+    x: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
+    let (x, w) = ad_pair(x, w)?;
+    let Some(y) = product_of(&x.primitive, false, &w.primitive, false) else {
+        return Err((from_ad(x), from_ad(w)));
+    };
+    let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
+    let out = match MatmulBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            // the gradient of each operand needs the other one only
+            let state = (
+                w_tracked.then(|| x.primitive.clone()),
+                x_tracked.then(|| w.primitive.clone()),
+            );
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(from_ad(out))
+}
+
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl Backward<Flex, 2> for MatmulBackward {
+    /// `x` when `w` needs its gradient, `w` when `x` does.
+    type State = (Option<FlexTensor>, Option<FlexTensor>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w) = ops.state;
+        let product = |a: &FlexTensor, a_t, b: &FlexTensor, b_t| {
+            product_of(a, a_t, b, b_t).expect("the forward's operands and their gradient fit")
+        };
+        binary::<Flex, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            // d x = g · wᵀ
+            |g| product(&g, false, &w.expect("kept for x's gradient"), true),
+            // d w = xᵀ · g
+            |g| product(&x.expect("kept for w's gradient"), true, &g, false),
         );
     }
 }
@@ -461,6 +519,57 @@ mod tests {
                 gelu_new_grad_f32(x)
             );
         }
+    }
+
+    #[test]
+    fn the_linear_matches_burns_matmul_forward_and_backward() {
+        // (rows, in, out): below and above the threading threshold, with `[out, in]` weights
+        // seen transposed (as the loaders keep them) and plain `[in, out]` ones; frozen weights
+        // (LoRA's base, PPO) and trainable ones
+        fn run<B: burn::tensor::backend::AutodiffBackend>(
+            x: &[f32],
+            w: &[f32],
+            u: &[f32],
+            (m, k, n): (usize, usize, usize),
+            out_in: bool,
+            train_w: bool,
+        ) -> Vec<TensorData> {
+            let dev = Default::default();
+            let tx =
+                Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [m, k]), &dev).require_grad();
+            let tw = if out_in {
+                Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [n, k]), &dev).transpose()
+            } else {
+                Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [k, n]), &dev)
+            };
+            let tw = if train_w { tw.require_grad() } else { tw };
+            let tu = Tensor::<B, 2>::from_data(TensorData::new(u.to_vec(), [m, n]), &dev);
+            let out = crate::linear::linear_flat(tx.clone(), tw.clone(), None);
+            let grads = (out.clone() * tu).sum().backward();
+            let mut got = vec![out.into_data(), tx.grad(&grads).unwrap().into_data()];
+            if train_w {
+                got.push(tw.grad(&grads).unwrap().into_data());
+            }
+            got
+        }
+        for (m, k, n) in [(5, 7, 3), (400, 192, 320), (150, 256, 200)] {
+            let (x, w, u) = (
+                normal(m * k, 1.0, 7),
+                normal(k * n, 1.0, 8),
+                normal(m * n, 1.0, 9),
+            );
+            for (out_in, train_w) in [(true, false), (false, true), (true, true)] {
+                let fused = run::<Ad>(&x, &w, &u, (m, k, n), out_in, train_w);
+                let generic = run::<N>(&x, &w, &u, (m, k, n), out_in, train_w);
+                for (f, g) in fused.iter().zip(&generic) {
+                    f.assert_approx_eq::<f32>(g, Tolerance::absolute(1e-4).set_relative(1e-5));
+                }
+            }
+        }
+        let t = |v: f32| Tensor::<Ad, 2>::full([2, 3], v, &Default::default());
+        assert!(matmul_2d(t(1.0).require_grad(), t(1.0).transpose()).is_ok());
+        let n2 = |v: f32| Tensor::<N, 2>::full([2, 3], v, &Default::default());
+        assert!(matmul_2d(n2(1.0).require_grad(), n2(1.0).transpose()).is_err());
     }
 
     #[test]

@@ -9,13 +9,17 @@
 //! call as burn-flex's 2-D product (same strides, same rule for when to split it over threads,
 //! so the same bits) writes into an `f32` vector that becomes the tensor's storage as it is.
 //! Measured: T5 encoder 16 x 200 3.65-3.82 s -> 3.35-3.44 s, the PPO rollout forward
-//! 16.8-18.9 s -> 15.8-16.1 s (BENCHMARKS.md). The training (autodiff) products were tried the
-//! same way, with their own backward: no measurable change in SFT or the PPO optimize phase, so
-//! they stay burn's.
+//! 16.8-18.9 s -> 15.8-16.1 s (BENCHMARKS.md). Under autodiff (training, the PPO step)
+//! `kernels_autodiff::matmul_2d` runs the same product with its own backward.
+//!
+//! Products with weights in the loaders' `[out, in]` layout run one gemm call per thread on
+//! its own block of output columns ([`column_blocks`]): gemm would otherwise pack the whole
+//! weight on the calling thread while the others wait.
 
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
 
 use crate::kernels::{new_flex, primitive_as, tensor_of};
 
@@ -46,6 +50,17 @@ impl Matrix {
             row_stride,
             col_stride,
         })
+    }
+
+    /// The same matrix seen transposed (rows and columns swapped, no data moved).
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
     }
 
     /// The address of element (0, 0).
@@ -81,33 +96,109 @@ pub fn matmul_2d<B: Backend>(
     Ok(tensor_of(product(&x, &w)))
 }
 
+/// `op(x) · op(w)` of two 2-D f32 burn-flex tensors (any strides), `op` transposing where
+/// `x_t` / `w_t` say so, into a fresh buffer; `None` for other dtypes or ranks, mismatched or
+/// empty dimensions. The products of the training-side linear (`kernels_autodiff::matmul_2d`)
+/// and its backward.
+pub(crate) fn product_of(
+    x: &FlexTensor,
+    x_t: bool,
+    w: &FlexTensor,
+    w_t: bool,
+) -> Option<FlexTensor> {
+    let op = |t: &FlexTensor, tr: bool| {
+        Matrix::of(t.clone())
+            .ok()
+            .map(|m| if tr { m.t() } else { m })
+    };
+    let (x, w) = (op(x, x_t)?, op(w, w_t)?);
+    (x.cols == w.rows && x.rows * x.cols * w.cols > 0).then(|| product(&x, &w))
+}
+
 /// `x · w` as burn-flex's `matmul_2d_strided` computes it, into a fresh `[m, n]` buffer (the
 /// caller checks `x.cols == w.rows` and that no dimension is 0).
 fn product(x: &Matrix, w: &Matrix) -> FlexTensor {
     debug_assert!(x.cols == w.rows && x.rows * x.cols * w.cols > 0);
     let (m, k, n) = (x.rows, x.cols, w.cols);
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_THRESHOLD {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallel = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_THRESHOLD;
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: the operands address [m, k] and [k, n] matrices inside their tensors' storage
-    // (offset and strides from their layouts); the destination is the vector's capacity of
-    // m * n floats, row-major, all of which `gemm_into` writes (k > 0), so the length can then
-    // be set to m * n.
-    unsafe {
-        gemm_into(
-            (m, n, k),
-            out.as_mut_ptr(),
-            n as isize,
-            (x.ptr(), x.row_stride, x.col_stride),
-            (w.ptr(), w.row_stride, w.col_stride),
-            parallelism,
-        );
-        out.set_len(m * n);
+    let blocks = column_blocks(n, w.col_stride, parallel);
+    let (dst, xp, wp) = (
+        Shared(out.as_mut_ptr()),
+        Shared(x.ptr() as *mut f32),
+        Shared(w.ptr() as *mut f32),
+    );
+    let (x_rs, x_cs, w_rs, w_cs) = (x.row_stride, x.col_stride, w.row_stride, w.col_stride);
+    let run = |(c0, c1): (usize, usize), parallelism| {
+        // SAFETY: the operands address [m, k] and [k, c1 - c0] matrices inside their tensors'
+        // storage (offset and strides from their layouts, the weight's columns from c0); the
+        // destination block is columns c0..c1 of the vector's capacity of m * n floats,
+        // row-major, disjoint from every other block's.
+        unsafe {
+            gemm_into(
+                (m, c1 - c0, k),
+                dst.at(c0),
+                n as isize,
+                (xp.at(0), x_rs, x_cs),
+                (wp.at(0).wrapping_offset(c0 as isize * w_cs), w_rs, w_cs),
+                parallelism,
+            );
+        }
+    };
+    match blocks {
+        None if parallel => run((0, n), gemm::Parallelism::Rayon(0)),
+        None => run((0, n), gemm::Parallelism::None),
+        Some(blocks) => blocks
+            .into_par_iter()
+            .for_each(|block| run(block, gemm::Parallelism::None)),
     }
+    // SAFETY: with k > 0, the calls above wrote every one of the m * n floats.
+    unsafe { out.set_len(m * n) };
     new_flex(out, &[m, n])
+}
+
+/// The column blocks `[c0, c1)` that a parallel product of a weight whose columns are not
+/// contiguous (`col_stride != 1`: the `[out, in]` layout the loaders keep, see
+/// `linear::out_in_layout`) runs as one single-threaded gemm call each, one block per thread;
+/// `None`: one gemm call over all columns.
+///
+/// Why: gemm computes `x · w` as the transposed problem `wᵀ · xᵀ`, and a left operand whose
+/// rows are not contiguous and that has at most two of its row blocks (`n` up to 512-1024
+/// here) is packed whole, on the calling thread, before the threads start: the 768-column
+/// projections of a T5-base PPO step spent ~2.5 s of its ~35 s packing weights on one core
+/// while the other waited (`perf`, BENCHMARKS.md). One call per thread packs its own block.
+/// Every output element is the same dot product in the same order either way (gemm's depth
+/// blocking depends on `k` alone).
+fn column_blocks(n: usize, col_stride: isize, parallel: bool) -> Option<Vec<(usize, usize)>> {
+    let threads = rayon::current_num_threads();
+    if !parallel || col_stride == 1 || threads < 2 || n < 2 * BLOCK_COLUMNS {
+        return None;
+    }
+    let width = n.div_ceil(threads).next_multiple_of(BLOCK_COLUMNS);
+    Some(
+        (0..n)
+            .step_by(width)
+            .map(|c0| (c0, (c0 + width).min(n)))
+            .collect(),
+    )
+}
+
+/// Column blocks are multiples of this (a multiple of every gemm kernel's row block).
+const BLOCK_COLUMNS: usize = 64;
+
+/// A pointer that the column blocks share; each task writes its own disjoint columns.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks read the operands and write disjoint column blocks of the destination, all of
+// which outlive them.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The element `offset` places in (a method, so closures capture the whole `Shared`).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
 }
 
 /// A strided f32 matrix operand of [`gemm_into`]: its element (0, 0), row stride and column
@@ -172,7 +263,7 @@ mod tests {
     #[test]
     fn equals_burns_matmul_bit_for_bit_on_contiguous_and_transposed_operands() {
         // below and above the threading threshold; `w` contiguous and as a transposed view
-        for (m, k, n) in [(3, 5, 7), (300, 256, 200), (1, 768, 64)] {
+        for (m, k, n) in [(3, 5, 7), (300, 256, 200), (257, 200, 333), (1, 768, 64)] {
             let x = rand([m, k], 1);
             let w = rand([k, n], 2);
             let wt =

@@ -12,6 +12,7 @@ pub mod init;
 pub mod kernels;
 pub(crate) mod kernels_attention;
 pub(crate) mod kernels_attention_full;
+pub(crate) mod kernels_attention_train;
 pub mod kernels_autodiff;
 pub(crate) mod kernels_few_rows;
 pub mod kernels_math;

@@ -200,7 +200,18 @@ impl<B: Backend> T5Attention<B> {
             Err(declined) => declined,
         };
         // whole sequences on burn-flex: one task per (row, head), heads merged on the way out
-        let ctx = match crate::kernels_attention_full::attend_merged(q, k, v, bias) {
+        let (q, k, v, bias) = match crate::kernels_attention_full::attend_merged(q, k, v, bias) {
+            Ok(merged) => return self.o.forward(merged),
+            Err(declined) => declined,
+        };
+        // the same under autodiff (training), with its own backward, where no dropout applies
+        // to the attention weights
+        let declined = if self.dropout.prob == 0.0 {
+            crate::kernels_attention_train::attend_merged(q, k, v, bias)
+        } else {
+            Err((q, k, v, bias))
+        };
+        let ctx = match declined {
             Ok(merged) => return self.o.forward(merged),
             Err((q, k, v, bias)) => {
                 let scores = q.matmul(k.swap_dims(2, 3));
