@@ -15,6 +15,7 @@ pub(crate) mod kernels_attention_full;
 pub(crate) mod kernels_attention_train;
 pub mod kernels_autodiff;
 pub(crate) mod kernels_few_rows;
+pub mod kernels_logits;
 pub mod kernels_math;
 pub mod kernels_matmul;
 pub mod kv_cache;

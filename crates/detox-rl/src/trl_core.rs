@@ -36,10 +36,17 @@ pub fn item<B: Backend, const D: usize>(t: Tensor<B, D>) -> f32 {
 /// `log_softmax(logits, dim=2).gather(2, labels.unsqueeze(2)).squeeze(-1)`.
 ///
 /// `logits`: `[b, t, v]`, `labels`: `[b, t]` (Int) → `[b, t]`.
+///
+/// On `--device cpu` (burn-flex, with or without autodiff) one parallel pass per row computes
+/// the same (`detox_models::kernels_logits`); other backends compose burn's ops.
 pub fn logprobs_from_logits<B: Backend>(
     logits: Tensor<B, 3>,
     labels: Tensor<B, 2, Int>,
 ) -> Tensor<B, 2> {
+    let (logits, labels) = match detox_models::kernels_logits::logprobs_gather(logits, labels) {
+        Ok(logprobs) => return logprobs,
+        Err(declined) => declined,
+    };
     let logp = log_softmax(logits, 2);
     logp.gather(2, labels.unsqueeze_dim::<3>(2))
         .squeeze_dim::<2>(2)
@@ -63,7 +70,14 @@ pub fn logsumexp_last<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 2> {
 
 /// `trl.core.entropy_from_logits`:
 /// `logsumexp(logits, -1) - sum(softmax(logits, -1) * logits, -1)`. `[b, t, v]` → `[b, t]`.
+///
+/// Of logits that need no gradient (trl reports it as a statistic) on `--device cpu`: one
+/// parallel pass per row (`detox_models::kernels_logits`).
 pub fn entropy_from_logits<B: Backend>(logits: Tensor<B, 3>) -> Tensor<B, 2> {
+    let logits = match detox_models::kernels_logits::entropy(logits) {
+        Ok(entropy) => return entropy,
+        Err(declined) => declined,
+    };
     let pd = softmax(logits.clone(), 2);
     let lse = logsumexp_last(logits.clone());
     lse - (pd * logits).sum_dim(2).squeeze_dim::<2>(2)

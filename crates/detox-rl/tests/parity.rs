@@ -127,25 +127,33 @@ fn assert_tensor<Bk: Backend, const D: usize>(actual: Tensor<Bk, D>, expected: &
 // trl.core
 // ------------------------------------------------------------------------------------------
 
+/// On ndarray (burn's composition), burn-flex and autodiff over burn-flex (the fused
+/// per-row kernels of `detox_models::kernels_logits`).
 #[test]
 fn core_logprobs_and_entropy() {
+    core_logprobs_and_entropy_on::<B>("ndarray");
+    core_logprobs_and_entropy_on::<burn::backend::Flex>("flex");
+    core_logprobs_and_entropy_on::<Autodiff<burn::backend::Flex>>("autodiff flex");
+}
+
+fn core_logprobs_and_entropy_on<Bk: Backend>(backend: &str) {
     let f = load("core.json");
-    let logits: Tensor<B, 3> = ten(&f["logits"]);
-    let labels: Tensor<B, 2, Int> = int_ten(&f["labels"]);
+    let logits: Tensor<Bk, 3> = ten(&f["logits"]);
+    let labels: Tensor<Bk, 2, Int> = int_ten(&f["labels"]);
     assert_tensor(
         logprobs_from_logits(logits.clone(), labels),
         &f["logprobs"],
-        "logprobs_from_logits",
+        &format!("logprobs_from_logits on {backend}"),
     );
     assert_tensor(
         logprobs_full_from_logits(logits.clone()),
         &f["logprobs_full"],
-        "logprobs (gather=False)",
+        &format!("logprobs (gather=False) on {backend}"),
     );
     assert_tensor(
         entropy_from_logits(logits),
         &f["entropy"],
-        "entropy_from_logits",
+        &format!("entropy_from_logits on {backend}"),
     );
 }
 
