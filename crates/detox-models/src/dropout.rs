@@ -52,6 +52,16 @@ impl Dropout {
         let mask = scaled_mask(shape.num_elements(), keep, backend_seed::<B>(&device));
         x * Tensor::<B, D>::from_data(TensorData::new(mask, shape), &device)
     }
+
+    /// The scaled mask that [`Self::forward`] would multiply a burn-flex tensor of `n` elements
+    /// by (drawn the same way, from the same place in the backend's RNG), for kernels that apply
+    /// dropout themselves; `None` where `forward` is the identity or not on burn-flex.
+    pub(crate) fn flex_mask<B: Backend>(&self, n: usize, device: &B::Device) -> Option<Vec<f32>> {
+        if !B::ad_enabled(device) || self.prob == 0.0 || self.prob == 1.0 || !on_burn_flex::<B>() {
+            return None;
+        }
+        Some(scaled_mask(n, 1.0 - self.prob, backend_seed::<B>(device)))
+    }
 }
 
 /// Whether `B` (or the backend under its autodiff) is burn-flex, whose tensors live in host

@@ -17,8 +17,9 @@
 //! `dk = dsᵀ·q`, and the bias' gradient `ds` summed over the dimensions it was broadcast along.
 //! The forward keeps `p` (burn's composition keeps it too, and the scores' operands).
 //!
-//! Attention-weight dropout is not part of the op: the model takes it only where that dropout
-//! is off (PPO; fine-tuning with `dropout_rate` 0).
+//! Dropout of the attention weights (T5's `dropout_rate` in fine-tuning) is part of the op:
+//! the forward multiplies the probabilities by the same scaled mask that `Dropout::forward`
+//! would draw, and the backward multiplies the weights' gradient by it before the softmax's.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -58,15 +59,17 @@ impl Shared {
     }
 }
 
-/// `softmax(q·kᵀ + bias)·v` with the heads merged, `[b, q, h * d]`, with its backward, when all
-/// four are `Autodiff<Flex>` f32 tensors, q, k and v have a contiguous last dimension (the
-/// head-split views of projections do) and `bias` broadcasts over `[b, h, q, k]`; else all four
-/// back, unchanged.
+/// `dropout(softmax(q·kᵀ + bias))·v` with the heads merged, `[b, q, h * d]`, with its backward,
+/// when all four are `Autodiff<Flex>` f32 tensors, q, k and v have a contiguous last dimension
+/// (the head-split views of projections do) and `bias` broadcasts over `[b, h, q, k]`; else
+/// all four back, unchanged. `dropout` draws the attention weights' scaled dropout mask for a
+/// given number of elements (`None`: no dropout); it is only called when the kernel runs.
 pub(crate) fn attend_merged<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     bias: Tensor<B, 4>,
+    dropout: impl FnOnce(usize) -> Option<Vec<f32>>,
 ) -> Result<Tensor<B, 3>, Four<B>> {
     let [b, h, nq, d] = q.dims();
     let nk = k.dims()[2];
@@ -90,8 +93,10 @@ pub(crate) fn attend_merged<B: Backend>(
         fb.to_contiguous()
     };
     let bias_s = data(&fb);
+    let mask = dropout(b * h * nq * nk).map(Arc::new);
 
-    // forward: each task's probabilities in p, its context in the merged output
+    // forward: each task's probabilities in p, its context (of the dropped-out weights) in the
+    // merged output
     let mut p = vec![0.0f32; b * h * nq * nk];
     let mut out = vec![0.0f32; b * nq * h * d];
     let out_ptr = Shared(out.as_mut_ptr());
@@ -114,16 +119,27 @@ pub(crate) fn attend_merged<B: Backend>(
         for (r, row) in pt.chunks_mut(nk).enumerate() {
             softmax_row_with_bias(row, &bias_s[bias_row_start(bs, i, j, r)..][..nk]);
         }
-        // SAFETY: rows i*nq.. of [b*nq, h*d], columns j*d..(j+1)*d: this task's block only.
-        unsafe {
-            gemm_into(
-                (nq, d, nk),
-                out_ptr.at(i * nq * h * d + j * d),
-                (h * d) as isize,
-                (pt.as_ptr(), nk as isize, 1),
-                (vd.as_ptr().add(vv.at(i, j)), vv.strides[2] as isize, 1),
-                gemm::Parallelism::None,
-            );
+        let weights = |w: &[f32]| {
+            // SAFETY: rows i*nq.. of [b*nq, h*d], columns j*d..(j+1)*d: this task's block only.
+            unsafe {
+                gemm_into(
+                    (nq, d, nk),
+                    out_ptr.at(i * nq * h * d + j * d),
+                    (h * d) as isize,
+                    (w.as_ptr(), nk as isize, 1),
+                    (vd.as_ptr().add(vv.at(i, j)), vv.strides[2] as isize, 1),
+                    gemm::Parallelism::None,
+                );
+            }
+        };
+        match &mask {
+            None => weights(pt),
+            Some(m) => BLOCK.with_borrow_mut(|w| {
+                let mt = &m[t * nq * nk..][..nq * nk];
+                w.clear();
+                w.extend(pt.iter().zip(mt).map(|(p, m)| p * m));
+                weights(w)
+            }),
         }
     });
     let out = new_flex(out, &[b, nq, h * d]);
@@ -143,6 +159,7 @@ pub(crate) fn attend_merged<B: Backend>(
                 k: vk,
                 v: vv,
                 p: Arc::new(p),
+                mask,
                 dims: [b, h, nq, nk, d],
                 bias_shape: bs,
             },
@@ -160,6 +177,8 @@ struct Saved {
     k: View,
     v: View,
     p: Arc<Vec<f32>>,
+    /// The scaled dropout mask of the weights, if any.
+    mask: Option<Arc<Vec<f32>>>,
     /// `[b, h, nq, nk, d]`.
     dims: [usize; 5],
     bias_shape: [usize; 4],
@@ -183,6 +202,7 @@ impl Backward<Flex, 4> for AttentionBackward {
             k,
             v,
             p,
+            mask,
             dims: [b, h, nq, nk, d],
             bias_shape,
         } = ops.state;
@@ -216,29 +236,39 @@ impl Backward<Flex, 4> for AttentionBackward {
         (0..b * h).into_par_iter().for_each(|t| {
             let (i, j) = (t / h, t % h);
             let pt = &p[t * nq * nk..][..nq * nk];
+            let mt = mask.as_ref().map(|m| &m[t * nq * nk..][..nq * nk]);
             let g_ij = gs[i * nq * h * d + j * d..].as_ptr();
-            // SAFETY (every call below): operands address [rows, cols] blocks inside the saved
-            // views, `p`, this task's block buffer or the output gradient, with the strides of
-            // their layouts; each destination is this task's own (row i, head j) block.
-            if want_v {
-                // dv = pᵀ·g
-                unsafe {
-                    gemm_into(
-                        (nk, d, nq),
-                        dv_p.at(i * nk * h * d + j * d),
-                        row,
-                        (pt.as_ptr(), 1, nk as isize),
-                        (g_ij, row, 1),
-                        gemm::Parallelism::None,
-                    );
-                }
-            }
-            if !(want_q || want_k || want_bias) {
-                return;
-            }
             BLOCK.with_borrow_mut(|ds| {
+                // SAFETY (every call below): operands address [rows, cols] blocks inside the
+                // saved views, `p`, this task's block buffer or the output gradient, with the
+                // strides of their layouts; each destination is this task's own (row i, head j)
+                // block.
+                if want_v {
+                    // dv = wᵀ·g with the weights w = p ∘ mask (or p)
+                    let w = match mt {
+                        None => pt,
+                        Some(mt) => {
+                            ds.clear();
+                            ds.extend(pt.iter().zip(mt).map(|(p, m)| p * m));
+                            &ds[..]
+                        }
+                    };
+                    unsafe {
+                        gemm_into(
+                            (nk, d, nq),
+                            dv_p.at(i * nk * h * d + j * d),
+                            row,
+                            (w.as_ptr(), 1, nk as isize),
+                            (g_ij, row, 1),
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+                if !(want_q || want_k || want_bias) {
+                    return;
+                }
                 ds.resize(nq * nk, 0.0);
-                // dp = g·vᵀ
+                // dw = g·vᵀ, then dp = dw ∘ mask
                 unsafe {
                     gemm_into(
                         (nq, nk, d),
@@ -248,6 +278,9 @@ impl Backward<Flex, 4> for AttentionBackward {
                         (vd.as_ptr().add(v.at(i, j)), 1, v.strides[2] as isize),
                         gemm::Parallelism::None,
                     );
+                }
+                if let Some(mt) = mt {
+                    ds.iter_mut().zip(mt).for_each(|(x, m)| *x *= m);
                 }
                 // ds = p ∘ (dp - rowsum(dp ∘ p))
                 for (dsr, pr) in ds.chunks_mut(nk).zip(pt.chunks(nk)) {
@@ -378,6 +411,7 @@ mod tests {
         [b, h, nq, nk, d]: [usize; 5],
         bshape: [usize; 4],
         train_bias: bool,
+        mask: Option<Vec<f32>>,
         seed: u64,
     ) -> Vec<TensorData> {
         let dev = Default::default();
@@ -403,12 +437,17 @@ mod tests {
             split(xv.clone(), nk),
         );
         let out = if fused {
-            attend_merged(q, k, v, bias.clone()).unwrap_or_else(|_| panic!("takes the kernel"))
+            let m = mask.clone();
+            attend_merged(q, k, v, bias.clone(), move |n| {
+                m.inspect(|m| assert_eq!(m.len(), n))
+            })
+            .unwrap_or_else(|_| panic!("takes the kernel"))
         } else {
-            softmax(q.matmul(k.swap_dims(2, 3)) + bias.clone(), 3)
-                .matmul(v)
-                .swap_dims(1, 2)
-                .reshape([b, nq, h * d])
+            let mut w = softmax(q.matmul(k.swap_dims(2, 3)) + bias.clone(), 3);
+            if let Some(m) = mask {
+                w = w * Tensor::<B, 4>::from_data(TensorData::new(m, [b, h, nq, nk]), &dev);
+            }
+            w.matmul(v).swap_dims(1, 2).reshape([b, nq, h * d])
         };
         let u = Tensor::<B, 3>::from_data(
             TensorData::new(normal(b * nq * h * d, 1.0, seed + 4), [b, nq, h * d]),
@@ -438,11 +477,15 @@ mod tests {
             ([2, 4, 13, 29, 16], [2, 1, 1, 29], true),
             ([1, 1, 1, 5, 4], [1, 1, 1, 5], false),
         ] {
-            let fused = run::<Ad>(true, dims, bshape, train_bias, 11);
-            let generic = run::<N>(false, dims, bshape, train_bias, 11);
-            assert_eq!(fused.len(), generic.len());
-            for (f, g) in fused.iter().zip(&generic) {
-                f.assert_approx_eq::<f32>(g, Tolerance::absolute(2e-5).set_relative(1e-4));
+            let [b, h, nq, nk, _] = dims;
+            let dropout = crate::dropout::scaled_mask(b * h * nq * nk, 0.9, 5);
+            for mask in [None, Some(dropout)] {
+                let fused = run::<Ad>(true, dims, bshape, train_bias, mask.clone(), 11);
+                let generic = run::<N>(false, dims, bshape, train_bias, mask, 11);
+                assert_eq!(fused.len(), generic.len());
+                for (f, g) in fused.iter().zip(&generic) {
+                    f.assert_approx_eq::<f32>(g, Tolerance::absolute(2e-5).set_relative(1e-4));
+                }
             }
         }
     }
@@ -451,10 +494,10 @@ mod tests {
     fn declines_other_backends() {
         let n4 = |s: [usize; 4]| Tensor::<N, 4>::ones(s, &Default::default());
         let [qs, bs] = [[1, 2, 3, 4], [1, 1, 1, 3]];
-        assert!(attend_merged(n4(qs), n4(qs), n4(qs), n4(bs)).is_err());
+        assert!(attend_merged(n4(qs), n4(qs), n4(qs), n4(bs), |_| None).is_err());
         let f4 = |s: [usize; 4]| Tensor::<Flex, 4>::ones(s, &Default::default());
         assert!(
-            attend_merged(f4(qs), f4(qs), f4(qs), f4(bs)).is_err(),
+            attend_merged(f4(qs), f4(qs), f4(qs), f4(bs), |_| None).is_err(),
             "inference has its own kernel"
         );
     }

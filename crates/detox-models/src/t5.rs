@@ -204,14 +204,10 @@ impl<B: Backend> T5Attention<B> {
             Ok(merged) => return self.o.forward(merged),
             Err(declined) => declined,
         };
-        // the same under autodiff (training), with its own backward, where no dropout applies
-        // to the attention weights
-        let declined = if self.dropout.prob == 0.0 {
-            crate::kernels_attention_train::attend_merged(q, k, v, bias)
-        } else {
-            Err((q, k, v, bias))
-        };
-        let ctx = match declined {
+        // the same under autodiff (training), with its own backward and the weights' dropout
+        let device = q.device();
+        let dropout = |n| self.dropout.flex_mask::<B>(n, &device);
+        let ctx = match crate::kernels_attention_train::attend_merged(q, k, v, bias, dropout) {
             Ok(merged) => return self.o.forward(merged),
             Err((q, k, v, bias)) => {
                 let scores = q.matmul(k.swap_dims(2, 3));
