@@ -21,26 +21,12 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::kernels::{new_flex, softmax_row_with_bias, tensor_of};
-use crate::kernels_attention::{bias_row_start, shapes_fit, views, Four};
-use crate::kernels_matmul::gemm_into;
+use crate::kernels_attention::{bias_row_start, shapes_fit, views, Four, View};
+use crate::kernels_matmul::{gemm_into, Shared};
 
 thread_local! {
     /// One task's `[q, k]` scores, kept per worker thread between tasks and calls.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A pointer to the output that the tasks share; each writes its own disjoint block.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row, head) blocks of the buffer, which outlives them.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The element `offset` places in (a method, so closures capture the whole `OutPtr`).
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// `softmax(q·kᵀ + bias)·v` with the heads merged, `[b, q, h * d]`, when all four are burn-flex
@@ -61,44 +47,66 @@ pub(crate) fn attend_merged<B: Backend>(
     let (q, k, v, bias) = views(q, k, v, bias)?;
     let bias = bias.to_contiguous();
     let bias_s = crate::kernels::data(&bias);
-    let bias_at = |i, j, p| bias_row_start(bs, i, j, p);
     let mut out = vec![0.0f32; b * nq * h * d];
-    let out_ptr = OutPtr(out.as_mut_ptr());
-    let (qd, kd_, vd) = (q.data(), k.data(), v.data());
+    let out_ptr = Shared(out.as_mut_ptr());
     (0..b * h).into_par_iter().for_each(|t| {
         let (i, j) = (t / h, t % h);
         SCORES.with_borrow_mut(|scores| {
             scores.resize(nq * nk, 0.0);
-            // SAFETY: the pointers address [nq, d], [nk, d] and [nk, d] blocks inside each
-            // view's storage (offsets and strides from its layout), and the [nq, nk] buffer.
-            unsafe {
-                gemm_into(
-                    (nq, nk, d),
-                    scores.as_mut_ptr(),
-                    nk as isize,
-                    (qd.as_ptr().add(q.at(i, j)), q.strides[2] as isize, 1),
-                    (kd_.as_ptr().add(k.at(i, j)), 1, k.strides[2] as isize),
-                    gemm::Parallelism::None,
-                );
-            }
-            for (p, row) in scores.chunks_mut(nk).enumerate() {
-                softmax_row_with_bias(row, &bias_s[bias_at(i, j, p)..][..nk]);
-            }
-            // SAFETY: this task's destination is rows i*nq.. of [b*nq, h*d], columns j*d..
-            // (j+1)*d: disjoint from every other task's, inside `out`.
-            unsafe {
-                gemm_into(
-                    (nq, d, nk),
-                    out_ptr.at(i * nq * h * d + j * d),
-                    (h * d) as isize,
-                    (scores.as_ptr(), nk as isize, 1),
-                    (vd.as_ptr().add(v.at(i, j)), v.strides[2] as isize, 1),
-                    gemm::Parallelism::None,
-                );
-            }
+            probabilities(&q, &k, bias_s, bs, (i, j), scores);
+            weighted_values(scores, &v, (i, j), out_ptr);
         });
     });
     Ok(tensor_of(new_flex(out, &[b, nq, h * d])))
+}
+
+/// `softmax(q·kᵀ + bias)` of (row `i`, head `j`) into `scores` (`[nq, nk]`, row-major), `bias`
+/// the contiguous data of a bias of shape `bs` that broadcasts over `[b, h, nq, nk]`.
+pub(crate) fn probabilities(
+    q: &View,
+    k: &View,
+    bias: &[f32],
+    bs: [usize; 4],
+    (i, j): (usize, usize),
+    scores: &mut [f32],
+) {
+    let nk = bs[3];
+    let (nq, d) = (scores.len() / nk, q.t.layout().shape()[3]);
+    // SAFETY: the pointers address [nq, d] and [nk, d] blocks inside each view's storage
+    // (offsets and strides from its layout), and the [nq, nk] buffer.
+    unsafe {
+        gemm_into(
+            (nq, nk, d),
+            scores.as_mut_ptr(),
+            nk as isize,
+            (q.data().as_ptr().add(q.at(i, j)), q.strides[2] as isize, 1),
+            (k.data().as_ptr().add(k.at(i, j)), 1, k.strides[2] as isize),
+            gemm::Parallelism::None,
+        );
+    }
+    for (p, row) in scores.chunks_mut(nk).enumerate() {
+        softmax_row_with_bias(row, &bias[bias_row_start(bs, i, j, p)..][..nk]);
+    }
+}
+
+/// `weights · v` of (row `i`, head `j`), `weights` `[nq, nk]`, into rows `i*nq..` and columns
+/// `j*d..(j+1)*d` of the merged `[b*nq, h*d]` output that `out` points to.
+pub(crate) fn weighted_values(weights: &[f32], v: &View, (i, j): (usize, usize), out: Shared) {
+    let [_, h, nk, d] = [0, 1, 2, 3].map(|a| v.t.layout().shape()[a]);
+    let nq = weights.len() / nk;
+    // SAFETY: this task's destination is rows i*nq.. of [b*nq, h*d], columns j*d..(j+1)*d:
+    // disjoint from every other (row, head)'s, inside the output; v's block lies inside its
+    // storage.
+    unsafe {
+        gemm_into(
+            (nq, d, nk),
+            out.at(i * nq * h * d + j * d),
+            (h * d) as isize,
+            (weights.as_ptr(), nk as isize, 1),
+            (v.data().as_ptr().add(v.at(i, j)), v.strides[2] as isize, 1),
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -24,9 +24,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorPrimitive};
+use burn::tensor::TensorPrimitive;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
@@ -34,29 +33,15 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::Flex;
 use rayon::prelude::*;
 
-use crate::kernels::{data, new_flex, primitive_as, softmax_row_with_bias, tensor_of};
-use crate::kernels_attention::{bias_row_start, shapes_fit, Four, View};
-use crate::kernels_matmul::gemm_into;
-
-type Ad = Autodiff<Flex>;
-type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
+use crate::kernels::{data, new_flex};
+use crate::kernels_attention::{shapes_fit, Four, View};
+use crate::kernels_attention_full::{probabilities, weighted_values};
+use crate::kernels_autodiff::{from_ad, into_ad, AdTensor};
+use crate::kernels_matmul::{gemm_into, Shared};
 
 thread_local! {
     /// One backward task's `[q, k]` block (`dp`, then `ds`), kept per worker thread.
     static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A pointer that the (row, head) tasks share; each writes its own disjoint blocks.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint (row, head) blocks of buffers that outlive them.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// `dropout(softmax(q·kᵀ + bias))·v` with the heads merged, `[b, q, h * d]`, with its backward,
@@ -100,45 +85,16 @@ pub(crate) fn attend_merged<B: Backend>(
     let mut p = vec![0.0f32; b * h * nq * nk];
     let mut out = vec![0.0f32; b * nq * h * d];
     let out_ptr = Shared(out.as_mut_ptr());
-    let (qd, kd, vd) = (vq.data(), vk.data(), vv.data());
     p.par_chunks_mut(nq * nk).enumerate().for_each(|(t, pt)| {
         let (i, j) = (t / h, t % h);
-        // SAFETY: the operands address [nq, d] and [nk, d] blocks inside the views' storage
-        // (offsets and strides from their layouts); the destination is this task's [nq, nk]
-        // block of p.
-        unsafe {
-            gemm_into(
-                (nq, nk, d),
-                pt.as_mut_ptr(),
-                nk as isize,
-                (qd.as_ptr().add(vq.at(i, j)), vq.strides[2] as isize, 1),
-                (kd.as_ptr().add(vk.at(i, j)), 1, vk.strides[2] as isize),
-                gemm::Parallelism::None,
-            );
-        }
-        for (r, row) in pt.chunks_mut(nk).enumerate() {
-            softmax_row_with_bias(row, &bias_s[bias_row_start(bs, i, j, r)..][..nk]);
-        }
-        let weights = |w: &[f32]| {
-            // SAFETY: rows i*nq.. of [b*nq, h*d], columns j*d..(j+1)*d: this task's block only.
-            unsafe {
-                gemm_into(
-                    (nq, d, nk),
-                    out_ptr.at(i * nq * h * d + j * d),
-                    (h * d) as isize,
-                    (w.as_ptr(), nk as isize, 1),
-                    (vd.as_ptr().add(vv.at(i, j)), vv.strides[2] as isize, 1),
-                    gemm::Parallelism::None,
-                );
-            }
-        };
+        probabilities(&vq, &vk, bias_s, bs, (i, j), pt);
         match &mask {
-            None => weights(pt),
+            None => weighted_values(pt, &vv, (i, j), out_ptr),
             Some(m) => BLOCK.with_borrow_mut(|w| {
                 let mt = &m[t * nq * nk..][..nq * nk];
                 w.clear();
                 w.extend(pt.iter().zip(mt).map(|(p, m)| p * m));
-                weights(w)
+                weighted_values(w, &vv, (i, j), out_ptr)
             }),
         }
     });
@@ -356,19 +312,6 @@ impl Backward<Flex, 4> for AttentionBackward {
     }
 }
 
-/// `t`'s autodiff-over-burn-flex primitive (f32), or `t` back.
-fn into_ad<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<AdTensor, Tensor<B, D>> {
-    match primitive_as::<AdTensor, B, D>(t) {
-        Ok(t) if t.primitive.dtype() == DType::F32 => Ok(t),
-        Ok(t) => Err(from_ad(t)),
-        Err(t) => Err(t),
-    }
-}
-
-fn from_ad<B: Backend, const D: usize>(t: AdTensor) -> Tensor<B, D> {
-    tensor_of(t)
-}
-
 /// All four as `Autodiff<Flex>` primitives, or all four back as they came.
 #[allow(clippy::type_complexity)]
 fn ad_four<B: Backend>(
@@ -389,18 +332,14 @@ mod tests {
     use super::*;
     use burn::tensor::activation::softmax;
     use burn::tensor::backend::AutodiffBackend;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
+
+    use crate::kernels_autodiff::Ad;
+    use burn::backend::Autodiff;
 
     type N = Autodiff<burn::backend::NdArray<f32>>;
 
-    fn normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
-        let _rng = crate::test_rng_lock();
-        Flex::seed(&Default::default(), seed);
-        Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, std), &Default::default())
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
-    }
+    use crate::test_normal as normal;
 
     /// Output and the gradients of q, k, v (and the bias when `train_bias`) of
     /// `sum(attention(q, k, v, bias) * u)`, q/k/v as head-split views of `[b, n, h·d]`

@@ -24,11 +24,13 @@ use crate::kernels::{
 };
 use crate::kernels_matmul::product_of;
 
-type Ad = Autodiff<Flex>;
-type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
+pub(crate) type Ad = Autodiff<Flex>;
+pub(crate) type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
 
 /// `t`'s autodiff-over-burn-flex primitive (f32), or `t` back.
-fn into_ad<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<AdTensor, Tensor<B, D>> {
+pub(crate) fn into_ad<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+) -> Result<AdTensor, Tensor<B, D>> {
     match primitive_as::<AdTensor, B, D>(t) {
         Ok(t) if t.primitive.dtype() == DType::F32 => Ok(t),
         Ok(t) => Err(from_ad(t)),
@@ -37,7 +39,7 @@ fn into_ad<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<AdTensor, Tens
 }
 
 /// An `Autodiff<Flex>` primitive as a tensor of `B` (only called where `B` is that backend).
-fn from_ad<B: Backend, const D: usize>(t: AdTensor) -> Tensor<B, D> {
+pub(crate) fn from_ad<B: Backend, const D: usize>(t: AdTensor) -> Tensor<B, D> {
     tensor_of(t)
 }
 
@@ -363,19 +365,11 @@ impl Backward<Flex, 2> for RmsNormBackward {
 mod tests {
     use super::*;
     use crate::kernels::gelu_new_f32;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
 
     type N = Autodiff<burn::backend::NdArray<f32>>;
 
-    /// `n` draws of N(0, std^2) from burn-flex's RNG seeded with `seed`.
-    fn normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
-        let _rng = crate::test_rng_lock();
-        Flex::seed(&Default::default(), seed);
-        Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, std), &Default::default())
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
-    }
+    use crate::test_normal as normal;
 
     /// `(out, grad_a, grad_b)` of `sum(gelu_new(a) * b * w)` on backend `B` through the model's
     /// entry point (`kernels::gelu_new_mul`).

@@ -16,7 +16,6 @@
 
 use std::cell::RefCell;
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
@@ -28,10 +27,8 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use crate::kernels::{new_flex, primitive_as, tensor_of};
+use crate::kernels_autodiff::{Ad, AdTensor};
 use crate::kernels_math::exp_in_place;
-
-type Ad = Autodiff<Flex>;
-type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
 
 thread_local! {
     /// One row's `x - max` / exponentials, kept per worker thread.
@@ -244,18 +241,13 @@ pub fn entropy<B: Backend>(logits: Tensor<B, 3>) -> Result<Tensor<B, 2>, Tensor<
 mod tests {
     use super::*;
     use burn::tensor::activation::{log_softmax, softmax};
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Tolerance;
+
+    use burn::backend::Autodiff;
 
     type N = Autodiff<burn::backend::NdArray<f32>>;
 
-    fn normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
-        let _rng = crate::test_rng_lock();
-        Flex::seed(&Default::default(), seed);
-        Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, std), &Default::default())
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
-    }
+    use crate::test_normal as normal;
 
     /// `[b, n, v]` logits sliced to `[b, n - 1, v]` as trl does, labels, and the upstream
     /// gradient; returns the log-probabilities, their logits' gradient and the entropies.

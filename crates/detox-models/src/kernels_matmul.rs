@@ -186,17 +186,18 @@ fn column_blocks(n: usize, col_stride: isize, parallel: bool) -> Option<Vec<(usi
 /// Column blocks are multiples of this (a multiple of every gemm kernel's row block).
 const BLOCK_COLUMNS: usize = 64;
 
-/// A pointer that the column blocks share; each task writes its own disjoint columns.
+/// A pointer into a buffer that parallel tasks share, each writing its own disjoint block (the
+/// destinations of [`gemm_into`] calls run from rayon tasks).
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks read the operands and write disjoint column blocks of the destination, all of
-// which outlive them.
+pub(crate) struct Shared(pub(crate) *mut f32);
+// SAFETY: the tasks that hold it write disjoint blocks of a buffer that outlives them (each
+// user says which).
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 impl Shared {
     /// The element `offset` places in (a method, so closures capture the whole `Shared`).
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }

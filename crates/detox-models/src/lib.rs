@@ -40,3 +40,18 @@ pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// `n` draws of N(0, std^2) from burn-flex's generator seeded with `seed` (under
+/// [`test_rng_lock`]): the inputs the kernel tests compare paths on.
+#[cfg(test)]
+pub(crate) fn test_normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+    type F = burn::backend::Flex;
+    let _rng = test_rng_lock();
+    F::seed(&Default::default(), seed);
+    Tensor::<F, 1>::random([n], Distribution::Normal(0.0, std), &Default::default())
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32 draws")
+}
