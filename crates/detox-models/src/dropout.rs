@@ -44,13 +44,14 @@ impl Dropout {
         if keep == 0.0 {
             return x.zeros_like();
         }
-        if !on_burn_flex::<B>() {
-            let mask = x.random_like(Distribution::Bernoulli(keep));
-            return x * mask * (1.0 / keep);
-        }
         let shape = x.shape();
-        let mask = scaled_mask(shape.num_elements(), keep, backend_seed::<B>(&device));
-        x * Tensor::<B, D>::from_data(TensorData::new(mask, shape), &device)
+        match self.flex_mask::<B>(shape.num_elements(), &device) {
+            Some(mask) => x * Tensor::<B, D>::from_data(TensorData::new(mask, shape), &device),
+            None => {
+                let mask = x.random_like(Distribution::Bernoulli(keep));
+                x * mask * (1.0 / keep)
+            }
+        }
     }
 
     /// The scaled mask that [`Self::forward`] would multiply a burn-flex tensor of `n` elements

@@ -92,7 +92,8 @@ pub(crate) fn probabilities(
 /// `weights · v` of (row `i`, head `j`), `weights` `[nq, nk]`, into rows `i*nq..` and columns
 /// `j*d..(j+1)*d` of the merged `[b*nq, h*d]` output that `out` points to.
 pub(crate) fn weighted_values(weights: &[f32], v: &View, (i, j): (usize, usize), out: Shared) {
-    let [_, h, nk, d] = [0, 1, 2, 3].map(|a| v.t.layout().shape()[a]);
+    let shape = v.t.layout().shape();
+    let (h, nk, d) = (shape[1], shape[2], shape[3]);
     let nq = weights.len() / nk;
     // SAFETY: this task's destination is rows i*nq.. of [b*nq, h*d], columns j*d..(j+1)*d:
     // disjoint from every other (row, head)'s, inside the output; v's block lies inside its

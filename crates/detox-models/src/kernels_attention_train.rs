@@ -36,12 +36,17 @@ use rayon::prelude::*;
 use crate::kernels::{data, new_flex};
 use crate::kernels_attention::{shapes_fit, Four, View};
 use crate::kernels_attention_full::{probabilities, weighted_values};
-use crate::kernels_autodiff::{from_ad, into_ad, AdTensor};
+use crate::kernels_autodiff::{
+    contiguous, from_ad, into_ad, softmax_backward_row, sum_to_bias_shape, AdTensor,
+};
 use crate::kernels_matmul::{gemm_into, Shared};
 
 thread_local! {
-    /// One backward task's `[q, k]` block (`dp`, then `ds`), kept per worker thread.
+    /// One task's `[q, k]` block of dropped-out weights or of their gradient, kept per worker
+    /// thread.
     static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One backward task's `[q, k]` gradient of the scores, kept per worker thread.
+    static SCORES_GRAD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `dropout(softmax(q·kᵀ + bias))·v` with the heads merged, `[b, q, h * d]`, with its backward,
@@ -71,12 +76,7 @@ pub(crate) fn attend_merged<B: Backend>(
         (Ok(vq), Ok(vk), Ok(vv)) => (vq, vk, vv),
         _ => return Err((from_ad(q), from_ad(k), from_ad(v), from_ad(bias))),
     };
-    let fb = bias.primitive.clone();
-    let fb = if fb.is_contiguous() {
-        fb
-    } else {
-        fb.to_contiguous()
-    };
+    let fb = contiguous(&bias.primitive);
     let bias_s = data(&fb);
     let mask = dropout(b * h * nq * nk).map(Arc::new);
 
@@ -163,12 +163,7 @@ impl Backward<Flex, 4> for AttentionBackward {
             bias_shape,
         } = ops.state;
         let [q_parent, k_parent, v_parent, bias_parent] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        let g = if g.is_contiguous() {
-            g
-        } else {
-            g.to_contiguous()
-        };
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
         let gs = data(&g);
         let (want_q, want_k, want_v, want_bias) = (
             q_parent.is_some(),
@@ -194,9 +189,9 @@ impl Backward<Flex, 4> for AttentionBackward {
             let pt = &p[t * nq * nk..][..nq * nk];
             let mt = mask.as_ref().map(|m| &m[t * nq * nk..][..nq * nk]);
             let g_ij = gs[i * nq * h * d + j * d..].as_ptr();
-            BLOCK.with_borrow_mut(|ds| {
+            BLOCK.with_borrow_mut(|dw| {
                 // SAFETY (every call below): operands address [rows, cols] blocks inside the
-                // saved views, `p`, this task's block buffer or the output gradient, with the
+                // saved views, `p`, this task's block buffers or the output gradient, with the
                 // strides of their layouts; each destination is this task's own (row i, head j)
                 // block.
                 if want_v {
@@ -204,9 +199,9 @@ impl Backward<Flex, 4> for AttentionBackward {
                     let w = match mt {
                         None => pt,
                         Some(mt) => {
-                            ds.clear();
-                            ds.extend(pt.iter().zip(mt).map(|(p, m)| p * m));
-                            &ds[..]
+                            dw.clear();
+                            dw.extend(pt.iter().zip(mt).map(|(p, m)| p * m));
+                            &dw[..]
                         }
                     };
                     unsafe {
@@ -223,12 +218,12 @@ impl Backward<Flex, 4> for AttentionBackward {
                 if !(want_q || want_k || want_bias) {
                     return;
                 }
-                ds.resize(nq * nk, 0.0);
-                // dw = g·vᵀ, then dp = dw ∘ mask
+                dw.resize(nq * nk, 0.0);
+                // dw = g·vᵀ, then the probabilities' gradient dp = dw ∘ mask
                 unsafe {
                     gemm_into(
                         (nq, nk, d),
-                        ds.as_mut_ptr(),
+                        dw.as_mut_ptr(),
                         nk as isize,
                         (g_ij, row, 1),
                         (vd.as_ptr().add(v.at(i, j)), 1, v.strides[2] as isize),
@@ -236,47 +231,52 @@ impl Backward<Flex, 4> for AttentionBackward {
                     );
                 }
                 if let Some(mt) = mt {
-                    ds.iter_mut().zip(mt).for_each(|(x, m)| *x *= m);
+                    dw.iter_mut().zip(mt).for_each(|(x, m)| *x *= m);
                 }
-                // ds = p ∘ (dp - rowsum(dp ∘ p))
-                for (dsr, pr) in ds.chunks_mut(nk).zip(pt.chunks(nk)) {
-                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    for (x, &pv) in dsr.iter_mut().zip(pr) {
-                        *x = pv * (*x - dot);
+                SCORES_GRAD.with_borrow_mut(|ds| {
+                    ds.resize(nq * nk, 0.0);
+                    // ds = p ∘ (dp - rowsum(dp ∘ p))
+                    for ((dsr, pr), dpr) in ds.chunks_mut(nk).zip(pt.chunks(nk)).zip(dw.chunks(nk))
+                    {
+                        softmax_backward_row(pr, dpr, dsr);
                     }
-                }
-                if want_bias {
-                    // SAFETY: this task's [nq, nk] block of dbias.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(ds.as_ptr(), dbias_p.at(t * nq * nk), nq * nk)
-                    };
-                }
-                if want_q {
-                    // dq = ds·k
-                    unsafe {
-                        gemm_into(
-                            (nq, d, nk),
-                            dq_p.at(i * nq * h * d + j * d),
-                            row,
-                            (ds.as_ptr(), nk as isize, 1),
-                            (kd.as_ptr().add(k.at(i, j)), k.strides[2] as isize, 1),
-                            gemm::Parallelism::None,
-                        );
+                    if want_bias {
+                        // SAFETY: this task's [nq, nk] block of dbias.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                ds.as_ptr(),
+                                dbias_p.at(t * nq * nk),
+                                nq * nk,
+                            )
+                        };
                     }
-                }
-                if want_k {
-                    // dk = dsᵀ·q
-                    unsafe {
-                        gemm_into(
-                            (nk, d, nq),
-                            dk_p.at(i * nk * h * d + j * d),
-                            row,
-                            (ds.as_ptr(), 1, nk as isize),
-                            (qd.as_ptr().add(q.at(i, j)), q.strides[2] as isize, 1),
-                            gemm::Parallelism::None,
-                        );
+                    if want_q {
+                        // dq = ds·k
+                        unsafe {
+                            gemm_into(
+                                (nq, d, nk),
+                                dq_p.at(i * nq * h * d + j * d),
+                                row,
+                                (ds.as_ptr(), nk as isize, 1),
+                                (kd.as_ptr().add(k.at(i, j)), k.strides[2] as isize, 1),
+                                gemm::Parallelism::None,
+                            );
+                        }
                     }
-                }
+                    if want_k {
+                        // dk = dsᵀ·q
+                        unsafe {
+                            gemm_into(
+                                (nk, d, nq),
+                                dk_p.at(i * nk * h * d + j * d),
+                                row,
+                                (ds.as_ptr(), 1, nk as isize),
+                                (qd.as_ptr().add(q.at(i, j)), q.strides[2] as isize, 1),
+                                gemm::Parallelism::None,
+                            );
+                        }
+                    }
+                });
             });
         });
         // q, k and v came as head-split views of `[b, n, h·d]` projections: their gradients go
@@ -298,16 +298,9 @@ impl Backward<Flex, 4> for AttentionBackward {
             grads.register::<Flex>(node.id, heads(dv, nk));
         }
         if let Some(node) = bias_parent {
-            let mut t = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(new_flex(
-                dbias,
-                &[b, h, nq, nk],
-            )));
-            for (dim, &n) in bias_shape.iter().enumerate() {
-                if n == 1 && [b, h, nq, nk][dim] != 1 {
-                    t = t.sum_dim(dim);
-                }
-            }
-            grads.register::<Flex>(node.id, t.into_primitive().tensor());
+            let shape = [b, h, nq, nk];
+            let dbias = sum_to_bias_shape(new_flex(dbias, &shape), shape, bias_shape);
+            grads.register::<Flex>(node.id, dbias);
         }
     }
 }

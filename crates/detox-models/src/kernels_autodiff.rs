@@ -51,7 +51,8 @@ pub fn on_autodiff_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<
     }
 }
 
-fn contiguous(t: &FlexTensor) -> FlexTensor {
+/// `t` itself if contiguous, else a contiguous copy.
+pub(crate) fn contiguous(t: &FlexTensor) -> FlexTensor {
     if t.is_contiguous() {
         t.clone()
     } else {
@@ -238,26 +239,41 @@ impl Backward<Flex, 2> for SoftmaxBiasBackward {
         let mut d = vec![0.0f32; data(&y).len()];
         d.par_chunks_mut(k)
             .zip(data(&y).par_chunks(k).zip(data(&g).par_chunks(k)))
-            .for_each(|(d, (y, g))| {
-                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
-                    *d = y * (g - dot);
-                }
-            });
+            .for_each(|(d, (y, g))| softmax_backward_row(y, g, d));
         let d = new_flex(d, &shape);
         if let Some(node) = bias_parent {
-            let mut t = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(d.clone()));
-            for (i, &n) in bshape.iter().enumerate() {
-                if n == 1 && shape[i] != 1 {
-                    t = t.sum_dim(i);
-                }
-            }
-            grads.register::<Flex>(node.id, t.into_primitive().tensor());
+            let shape = [shape[0], shape[1], shape[2], shape[3]];
+            grads.register::<Flex>(node.id, sum_to_bias_shape(d.clone(), shape, bshape));
         }
         if let Some(node) = scores_parent {
             grads.register::<Flex>(node.id, d);
         }
     }
+}
+
+/// One row of the softmax's backward, `out = y ∘ (g - sum(y ∘ g))`, for the softmax's output
+/// `y` and the gradient `g` of that output.
+pub(crate) fn softmax_backward_row(y: &[f32], g: &[f32], out: &mut [f32]) {
+    let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+    for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+        *o = y * (g - dot);
+    }
+}
+
+/// The gradient `d` of a `shape` result, summed over the dimensions along which a bias of shape
+/// `bshape` was broadcast into it: the bias' own gradient.
+pub(crate) fn sum_to_bias_shape(
+    d: FlexTensor,
+    shape: [usize; 4],
+    bshape: [usize; 4],
+) -> FlexTensor {
+    let mut t = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(d));
+    for (i, &n) in bshape.iter().enumerate() {
+        if n == 1 && shape[i] != 1 {
+            t = t.sum_dim(i);
+        }
+    }
+    t.into_primitive().tensor()
 }
 
 /// T5's RMS layer norm `x / sqrt(mean(x^2) + eps) * weight` over the last dimension with its

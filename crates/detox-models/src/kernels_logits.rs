@@ -27,7 +27,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use crate::kernels::{new_flex, primitive_as, tensor_of};
-use crate::kernels_autodiff::{Ad, AdTensor};
+use crate::kernels_autodiff::{contiguous, from_ad, into_ad, Ad, AdTensor};
 use crate::kernels_math::exp_in_place;
 
 thread_local! {
@@ -97,6 +97,44 @@ fn label_indices<B: Backend>(labels: &Tensor<B, 2, Int>, v: usize) -> Option<Vec
         .collect()
 }
 
+/// Logits this module's kernels take: burn-flex's, or autodiff's over burn-flex (with the
+/// autodiff tensor, for its graph node), read as [`Rows`].
+enum Logits {
+    Flex(Rows),
+    Ad(AdTensor, Rows),
+}
+
+impl Logits {
+    /// `t` as kernel input when it is burn-flex or `Autodiff<Flex>` f32 with a contiguous last
+    /// dimension; else `t` back.
+    fn of<B: Backend>(t: Tensor<B, 3>) -> Result<Self, Tensor<B, 3>> {
+        match primitive_as::<FlexTensor, B, 3>(t) {
+            Ok(f) => Rows::of(f).map(Self::Flex).map_err(tensor_of),
+            Err(t) => {
+                let x = into_ad(t)?;
+                match Rows::of(x.primitive.clone()) {
+                    Ok(rows) => Ok(Self::Ad(x, rows)),
+                    Err(_) => Err(from_ad(x)),
+                }
+            }
+        }
+    }
+
+    fn rows(&self) -> &Rows {
+        match self {
+            Self::Flex(rows) | Self::Ad(_, rows) => rows,
+        }
+    }
+
+    /// The logits as the tensor they came as.
+    fn back<B: Backend>(self) -> Tensor<B, 3> {
+        match self {
+            Self::Flex(rows) => tensor_of(rows.t),
+            Self::Ad(x, _) => from_ad(x),
+        }
+    }
+}
+
 /// `log_softmax(logits)[label]` per row, `[b, t]`, for `[b, t, v]` burn-flex or
 /// `Autodiff<Flex>` f32 logits whose last dimension is contiguous (slices of the model's logits
 /// are) and labels in `0..v`; else both back. Under autodiff the logits get their gradient.
@@ -109,38 +147,30 @@ pub fn logprobs_gather<B: Backend>(
     if labels.dims() != [b, t] || b * t * v == 0 {
         return Err((logits, labels));
     }
-    let Some(idx) = label_indices(&labels, v) else {
-        return Err((logits, labels));
-    };
-    let logits = match primitive_as::<FlexTensor, B, 3>(logits) {
-        Ok(f) => {
-            return match Rows::of(f) {
-                Ok(rows) => Ok(tensor_of(new_flex(gathered(&rows, &idx).0, &[b, t]))),
-                Err(f) => Err((tensor_of(f), labels)),
-            }
-        }
-        Err(logits) => logits,
-    };
-    let x = match primitive_as::<AdTensor, B, 3>(logits) {
-        Ok(x) if x.primitive.dtype() == DType::F32 => x,
-        Ok(x) => return Err((tensor_of(x), labels)),
+    let logits = match Logits::of(logits) {
+        Ok(logits) => logits,
         Err(logits) => return Err((logits, labels)),
     };
-    let rows = match Rows::of(x.primitive.clone()) {
-        Ok(rows) => rows,
-        Err(_) => return Err((tensor_of(x), labels)),
+    // read only once the logits are known to be on the CPU
+    let Some(idx) = label_indices(&labels, v) else {
+        return Err((logits.back(), labels));
     };
-    let (out, lse) = gathered(&rows, &idx);
+    let (out, lse) = gathered(logits.rows(), &idx);
     let out = new_flex(out, &[b, t]);
-    let out = match LogprobsBackward
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((rows, idx, lse), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Ok(tensor_of(out))
+    match logits {
+        Logits::Flex(_) => Ok(tensor_of(out)),
+        Logits::Ad(x, rows) => {
+            let out = match LogprobsBackward
+                .prepare::<NoCheckpointing>([x.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish((rows, idx, lse), out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            Ok(from_ad(out))
+        }
+    }
 }
 
 /// Each row's `log p[label]` and log-sum-exp.
@@ -168,11 +198,7 @@ impl Backward<Flex, 1> for LogprobsBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (rows, idx, lse) = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
-            let g = if g.is_contiguous() {
-                g
-            } else {
-                g.to_contiguous()
-            };
+            let g = contiguous(&g);
             let gs = crate::kernels::data(&g);
             let v = rows.dims[2];
             let mut d = vec![0.0f32; rows.count() * v];
@@ -201,19 +227,13 @@ pub fn entropy<B: Backend>(logits: Tensor<B, 3>) -> Result<Tensor<B, 2>, Tensor<
     if b * t * v == 0 {
         return Err(logits);
     }
-    let (flex, wrap_ad) = match primitive_as::<FlexTensor, B, 3>(logits) {
-        Ok(f) => (f, false),
-        Err(logits) => match primitive_as::<AdTensor, B, 3>(logits) {
-            Ok(x) if !x.is_tracked() => (x.primitive, true),
-            Ok(x) => return Err(tensor_of(x)),
-            Err(logits) => return Err(logits),
-        },
-    };
-    let rows = match Rows::of(flex) {
-        Ok(rows) => rows,
-        Err(f) if wrap_ad => return Err(tensor_of(<Ad as AutodiffBackend>::from_inner(f))),
-        Err(f) => return Err(tensor_of(f)),
-    };
+    let logits = Logits::of(logits)?;
+    if let Logits::Ad(x, _) = &logits {
+        if x.is_tracked() {
+            return Err(logits.back());
+        }
+    }
+    let rows = logits.rows();
     let out: Vec<f32> = (0..rows.count())
         .into_par_iter()
         .map(|r| {
@@ -230,10 +250,9 @@ pub fn entropy<B: Backend>(logits: Tensor<B, 3>) -> Result<Tensor<B, 2>, Tensor<
         })
         .collect();
     let out = new_flex(out, &[b, t]);
-    Ok(if wrap_ad {
-        tensor_of(<Ad as AutodiffBackend>::from_inner(out))
-    } else {
-        tensor_of(out)
+    Ok(match logits {
+        Logits::Flex(_) => tensor_of(out),
+        Logits::Ad(..) => tensor_of(<Ad as AutodiffBackend>::from_inner(out)),
     })
 }
 
