@@ -1,5 +1,7 @@
 //! `detox convert`: a copy of a model directory with its safetensors weights in another float
-//! type (bf16 halves the size of the shipped models; loading widens to f32 again).
+//! type (bf16 halves the size of the shipped models; loading widens to f32 again). Converting a
+//! training checkpoint gives a model directory: the training state beside its weights (optimizer
+//! moments, trainer / PPO state) is left out, since it belongs to the f32 run, not to the copy.
 
 use std::path::PathBuf;
 
@@ -27,6 +29,13 @@ pub struct ConvertArgs {
     pub overwrite: bool,
 }
 
+/// Files of a training checkpoint that are not part of the model, and are not copied.
+const TRAINING_STATE: [&str; 3] = [
+    detox_train::checkpoint::OPTIMIZER_FILE,
+    detox_train::checkpoint::TRAINER_STATE_FILE,
+    detox_ppo::lab::STATE_FILE,
+];
+
 /// Runs `detox convert`.
 pub fn run(args: &ConvertArgs) -> Result<()> {
     if args.out.exists() && !args.overwrite {
@@ -50,10 +59,14 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
             if !src.is_file() {
                 continue;
             }
-            let dst = tmp.join(src.file_name().expect("a file name"));
+            let name = src.file_name().expect("a file name");
+            if TRAINING_STATE.iter().any(|t| name == *t) {
+                continue;
+            }
+            let dst = tmp.join(name);
             if weights.contains(&src) {
                 converted += convert_safetensors(&src, &dst, to)?;
-            } else if src.file_name().is_some_and(|n| n == "config.json") {
+            } else if name == "config.json" {
                 let mut v: serde_json::Value =
                     serde_json::from_str(&std::fs::read_to_string(&src)?)
                         .with_context(|| format!("{}: not valid JSON", src.display()))?;

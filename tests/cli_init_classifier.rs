@@ -87,6 +87,47 @@ fn init_writes_models_that_load_and_run() {
     ]);
     assert_ne!(read(&t5), read(&other));
 
+    // A training checkpoint converted to bf16 is a model directory: half-size weights that still
+    // run, and no optimizer / trainer state of the f32 run beside them.
+    std::fs::write(t5.join("optimizer.mpk"), b"moments").unwrap();
+    std::fs::write(t5.join("trainer_state.json"), b"{}").unwrap();
+    let half = dir.join("t5-bf16");
+    let out = run_ok(&[
+        "convert",
+        "--model",
+        &arg(&t5),
+        "--out",
+        &arg(&half),
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(out.contains("bfloat16"), "{out}");
+    assert!(!half.join("optimizer.mpk").exists());
+    assert!(!half.join("trainer_state.json").exists());
+    assert!(half.join("tokenizer.json").is_file());
+    let size = |p: &Path| {
+        std::fs::metadata(p.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(&half) * 10 < size(&t5) * 6,
+        "{} vs {}",
+        size(&half),
+        size(&t5)
+    );
+    let config = std::fs::read_to_string(half.join("config.json")).unwrap();
+    assert!(config.contains("\"bfloat16\""), "{config}");
+    run_ok(&[
+        "summarize",
+        "--model",
+        &arg(&half),
+        "--dialogue",
+        "hi there",
+        "--max-new-tokens",
+        "4",
+    ]);
+
     let rob = dir.join("roberta");
     let rcfg = fixtures().join("roberta-tiny/config.json");
     let rtok = fixtures().join("roberta-tiny");

@@ -44,6 +44,7 @@ p.add_argument("--save", default="")
 p.add_argument("--oracle", type=float, default=0.0)
 p.add_argument("--oracle_len", type=int, default=48)
 p.add_argument("--oracle_steps", type=int, default=10**9)
+p.add_argument("--copy_init", type=float, default=0.0)
 a = p.parse_args()
 SHARED = os.environ.get("DETOX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 torch.manual_seed(a.seed); random.seed(a.seed); torch.set_num_threads(2)
@@ -54,6 +55,14 @@ cfg = T5Config(vocab_size=32128, d_model=a.d, d_kv=a.dkv, d_ff=a.dff, num_layers
 model = T5ForConditionalGeneration(cfg)
 if a.emb_std != 1.0:
     with torch.no_grad(): model.shared.weight.mul_(a.emb_std)
+if a.copy_init:
+    # cross-attention starts as a copy path: values pass the encoder output through, the output
+    # projection scales it into the decoder's residual stream, where the tied head reads token identity
+    with torch.no_grad():
+        for blk in model.decoder.block:
+            ca = blk.layer[1].EncDecAttention
+            ca.v.weight.copy_(torch.eye(ca.v.weight.shape[0], ca.v.weight.shape[1]))
+            ca.o.weight.copy_(a.copy_init * torch.eye(ca.o.weight.shape[0], ca.o.weight.shape[1]))
 T = "Summarize the following conversation.\n\n{}\n\nSummary: " if a.prompt else "{}"
 def load(f): return [json.loads(l) for l in open(f"{SHARED}/data/dialogsum/{f}.jsonl")]
 train = load("train"); val = load("validation")[:40]

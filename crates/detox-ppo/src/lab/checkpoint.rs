@@ -21,7 +21,7 @@ use crate::model::{load_policy, Seq2SeqLMWithValueHead};
 use crate::trainer::{PpoState, PpoTrainer};
 
 /// The state file of a PPO checkpoint, written last (its presence means the checkpoint is whole).
-pub(crate) const STATE_FILE: &str = "ppo_state.json";
+pub const STATE_FILE: &str = "ppo_state.json";
 
 /// What `ppo_state.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ mod toxicity;
 
 pub use checkpoint::{
     latest_checkpoint, load_saved_policy, read_checkpoint_state, save_policy_dir, value_head_file,
-    write_checkpoint, write_policy, CheckpointState,
+    write_checkpoint, write_policy, CheckpointState, STATE_FILE,
 };
 pub use config::{
     lab_ppo, DataConfig, GenerationSettings, LabConfig, LoraSettings, ParallelSettings,
