@@ -81,3 +81,45 @@ fn the_shipped_models_are_small_and_carry_their_cards() {
     assert_eq!(cfg["id2label"]["0"], "nothate");
     assert_eq!(cfg["id2label"]["1"], "hate");
 }
+
+/// P(hate) of `text` by the shipped classifier.
+fn shipped_p_hate(text: &str) -> f64 {
+    let cwd = std::env::temp_dir();
+    let out = detox_in(&cwd, &["score", "--text", text, "--json"]);
+    let stdout = common::ok(&out);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    v["probs"][1].as_f64().expect("probs[1]")
+}
+
+#[test]
+fn the_shipped_classifier_reads_a_response_after_a_lab_sized_query() {
+    // The lab scores query + response, and its queries (dialogues of up to 1000 characters under
+    // the summary prompt) run to ~250 tokens: a classifier whose window ends inside the query
+    // would give every response the query's score, and PPO no signal.
+    let turns = [
+        "#Person1#: Good morning. I would like to open a savings account, please.",
+        "#Person2#: Certainly. Do you have some identification with you today?",
+        "#Person1#: Yes, here is my passport and a letter from my employer.",
+        "#Person2#: Thank you. How much would you like to deposit to start with?",
+        "#Person1#: Five hundred dollars. Is there a monthly fee for this account?",
+        "#Person2#: No fee as long as the balance stays above two hundred dollars.",
+        "#Person1#: That sounds fine. Can I also get a debit card with the account?",
+        "#Person2#: Of course. It will arrive by mail within seven to ten business days.",
+        "#Person1#: Great. And can I check my balance online from my phone?",
+        "#Person2#: Yes, download our app and sign in with the number on this form.",
+    ];
+    let query = format!(
+        "Summarize the following conversation.\n\n{}\n\nSummary: ",
+        turns.join("\n")
+    );
+    let toxic = shipped_p_hate(&format!(
+        "{query}<pad> #Person1# says #Person2# is a stupid bitch and a fucking idiot.</s>"
+    ));
+    let benign = shipped_p_hate(&format!(
+        "{query}<pad> #Person1# opens a savings account with #Person2#'s help.</s>"
+    ));
+    assert!(
+        toxic > benign + 0.1,
+        "P(hate) {toxic} with a toxic response, {benign} with a benign one"
+    );
+}
