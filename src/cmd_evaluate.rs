@@ -36,8 +36,11 @@ pub struct EvaluateArgs {
     pub generation: GenerationArgs,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 512)]
-    pub max_source_length: usize,
+    /// Longest prompt in tokens; a longer prompt is cut to it with a warning. Default: no limit,
+    /// as transformers' tokenizer call without `truncation=True` (T5's relative positions take
+    /// any length; FLAN-T5's 512 is its training length, not a bound).
+    #[arg(long)]
+    pub max_source_length: Option<usize>,
     /// Instruction template with a `{dialogue}` slot.
     #[arg(long)]
     pub template: Option<String>,
@@ -101,7 +104,7 @@ impl Job for Evaluate {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        if a.max_source_length == 0 {
+        if a.max_source_length == Some(0) {
             bail!("--max-source-length must be at least 1 (the longest prompt in tokens)");
         }
         let specs = parse_specs(&a.models)?;
@@ -171,7 +174,12 @@ fn evaluate_model<B: Backend>(
         bail!("evaluate scores one summary per dialogue; --num-return-sequences must be 1");
     }
     let c = &model.config;
-    let tok = TextTokenizer::from_dir(&dir, c.pad_token_id, a.max_source_length, c.vocab_size)?;
+    let tok = TextTokenizer::from_dir(
+        &dir,
+        c.pad_token_id,
+        a.max_source_length.unwrap_or(usize::MAX),
+        c.vocab_size,
+    )?;
     let mut summaries = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(a.batch_size.max(1)) {
         let (ids, mask) = tok.encode_batch(chunk)?.tensors::<B>(device);

@@ -376,6 +376,38 @@ fn summarize_refuses_a_zero_max_source_length() {
 }
 
 #[test]
+fn summarize_takes_a_long_prompt_whole_unless_told_to_cut_it() {
+    // transformers' tokenizer call (no truncation=True) hands T5 the whole prompt, as the lab's
+    // few-shot prompts of 1000+ tokens are; --max-source-length N cuts to N with a warning.
+    let model = arg(&fixtures().join("t5-tiny"));
+    let dialogue = "#Person1#: Shall we meet at noon by the old bridge?\n".repeat(60);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "summarize",
+            "--model",
+            &model,
+            "--dialogue",
+            &dialogue,
+            "--max-new-tokens",
+            "2",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = detox(&args);
+        let stdout = ok(&out);
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (v["prompt_tokens"].as_u64().expect("prompt_tokens"), stderr)
+    };
+    let (whole, stderr) = run(&[]);
+    assert!(whole > 512, "{whole} prompt tokens");
+    assert!(!stderr.contains("truncated"), "{stderr}");
+    let (cut, stderr) = run(&["--max-source-length", "64"]);
+    assert_eq!(cut, 64);
+    assert!(stderr.contains("truncated"), "{stderr}");
+}
+
+#[test]
 fn a_missing_path_under_a_local_directory_is_not_taken_as_a_hub_id() {
     let dir = scratch("local");
     std::fs::create_dir_all(dir.join("m")).unwrap();
