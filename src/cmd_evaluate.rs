@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::backend::{DeviceArgs, Job};
 use crate::generation_args::GenerationArgs;
+use crate::prompt::SourceLengthArgs;
 use detox_generate::{generate_sequences, GenerationFile};
 use detox_hub::atomic::write_file_atomic;
 use detox_hub::TextTokenizer;
@@ -36,11 +37,8 @@ pub struct EvaluateArgs {
     pub generation: GenerationArgs,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Longest prompt in tokens; a longer prompt is cut to it with a warning. Default: no limit,
-    /// as transformers' tokenizer call without `truncation=True` (T5's relative positions take
-    /// any length; FLAN-T5's 512 is its training length, not a bound).
-    #[arg(long)]
-    pub max_source_length: Option<usize>,
+    #[command(flatten)]
+    pub source: SourceLengthArgs,
     /// Instruction template with a `{dialogue}` slot.
     #[arg(long)]
     pub template: Option<String>,
@@ -104,9 +102,7 @@ impl Job for Evaluate {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        if a.max_source_length == Some(0) {
-            bail!("--max-source-length must be at least 1 (the longest prompt in tokens)");
-        }
+        a.source.check()?;
         let specs = parse_specs(&a.models)?;
         let template = match &a.template {
             Some(t) => PromptTemplate::new(t.clone())?,
@@ -174,12 +170,7 @@ fn evaluate_model<B: Backend>(
         bail!("evaluate scores one summary per dialogue; --num-return-sequences must be 1");
     }
     let c = &model.config;
-    let tok = TextTokenizer::from_dir(
-        &dir,
-        c.pad_token_id,
-        a.max_source_length.unwrap_or(usize::MAX),
-        c.vocab_size,
-    )?;
+    let tok = TextTokenizer::from_dir(&dir, c.pad_token_id, a.source.limit(), c.vocab_size)?;
     let mut summaries = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(a.batch_size.max(1)) {
         let (ids, mask) = tok.encode_batch(chunk)?.tensors::<B>(device);

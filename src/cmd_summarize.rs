@@ -10,7 +10,7 @@ use rand::SeedableRng;
 
 use crate::backend::{DeviceArgs, Job};
 use crate::generation_args::GenerationArgs;
-use crate::prompt;
+use crate::prompt::{self, SourceLengthArgs};
 use detox_generate::{generate_sequences, GenerationFile};
 use detox_hub::TextTokenizer;
 
@@ -43,11 +43,8 @@ pub struct SummarizeArgs {
     /// Seed of the sampling RNG.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Longest prompt in tokens; a longer prompt is cut to it with a warning. Default: no limit,
-    /// as transformers' tokenizer call without `truncation=True` (T5's relative positions take
-    /// any length; FLAN-T5's 512 is its training length, not a bound).
-    #[arg(long)]
-    pub max_source_length: Option<usize>,
+    #[command(flatten)]
+    pub source: SourceLengthArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Print one JSON object: {"text", "token_ids", "sequences", "prompt_tokens",
@@ -100,9 +97,7 @@ impl Job for Summarize {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
-        if args.max_source_length == Some(0) {
-            bail!("--max-source-length must be at least 1 (the longest prompt in tokens)");
-        }
+        args.source.check()?;
         let prompt = args.build_prompt()?;
         if prompt.trim().is_empty() {
             bail!("the prompt is empty");
@@ -123,12 +118,8 @@ impl Job for Summarize {
         }
         let gen = effective.config;
         let c = &model.config;
-        let tokenizer = TextTokenizer::from_dir(
-            &dir,
-            c.pad_token_id,
-            args.max_source_length.unwrap_or(usize::MAX),
-            c.vocab_size,
-        )?;
+        let tokenizer =
+            TextTokenizer::from_dir(&dir, c.pad_token_id, args.source.limit(), c.vocab_size)?;
 
         let start = Instant::now();
         let batch = tokenizer.encode_batch(&[prompt])?;

@@ -1,4 +1,5 @@
-//! The lab's prompts: zero-shot instruction and one-/few-shot prompts built from examples.
+//! The lab's prompts: zero-shot instruction and one-/few-shot prompts built from examples, and
+//! how many of their tokens T5 is handed (`--max-source-length`).
 
 use std::path::Path;
 
@@ -58,5 +59,30 @@ mod tests {
     fn few_shot_puts_examples_before_the_open_question() {
         let p = few_shot(&[("A".into(), "a".into())], "B");
         assert_eq!(p, "\nDialogue:\n\nA\n\nWhat was going on?\na\n\n\n\nDialogue:\n\nB\n\nWhat was going on?\n");
+    }
+}
+
+/// `--max-source-length` of the commands that encode prompts for T5 (`summarize`, `evaluate`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceLengthArgs {
+    /// Longest prompt in tokens; a longer prompt is cut to it with a warning. Default: no limit,
+    /// as transformers' tokenizer call without `truncation=True` (T5's relative positions take
+    /// any length; FLAN-T5's 512 is its training length, not a bound).
+    #[arg(long)]
+    pub max_source_length: Option<usize>,
+}
+
+impl SourceLengthArgs {
+    /// Refuses `--max-source-length 0`.
+    pub fn check(&self) -> Result<()> {
+        if self.max_source_length == Some(0) {
+            bail!("--max-source-length must be at least 1 (the longest prompt in tokens)");
+        }
+        Ok(())
+    }
+
+    /// The tokenizer's limit: the flag's value, else no limit.
+    pub fn limit(&self) -> usize {
+        self.max_source_length.unwrap_or(usize::MAX)
     }
 }
