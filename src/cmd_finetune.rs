@@ -121,6 +121,15 @@ pub struct FinetuneArgs {
     /// conversation."), which makes a model trained from scratch take content from its source.
     #[arg(long)]
     pub keywords: bool,
+    /// Supervised pointer: add W times a loss that teaches the first --pointer-heads heads of the
+    /// last decoder block's cross-attention to sit, at each summary position, on the source
+    /// positions holding the next summary token, so that a model trained from scratch learns to
+    /// take words from its dialogue. The logged loss stays the summaries' NLL. 0: off.
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    pub pointer_loss: f64,
+    /// How many cross-attention heads the pointer loss trains (see --pointer-loss).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub pointer_heads: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
     #[command(flatten)]
@@ -169,6 +178,8 @@ impl FinetuneArgs {
             copy_prefix: self.copy_prefix,
             decoder_word_dropout: self.decoder_word_dropout,
             keywords: self.keywords,
+            pointer_loss: self.pointer_loss,
+            pointer_heads: self.pointer_heads,
         })
     }
 }

@@ -54,14 +54,20 @@ p.add_argument("--oracle_len", type=int, default=48)
 p.add_argument("--oracle_steps", type=int, default=10**9)
 p.add_argument("--copy_init", type=float, default=0.0)
 p.add_argument("--freeze_dec_lm", type=int, default=0)
+p.add_argument("--attn_sup", type=float, default=0.0)
+p.add_argument("--sup_heads", type=int, default=1)
+p.add_argument("--init", default="")
+p.add_argument("--gen", type=int, default=0)
+p.add_argument("--pointer_init", type=float, default=0.0)
+p.add_argument("--pointer_copy", type=float, default=0.0)
 a = p.parse_args()
 SHARED = os.environ.get("DETOX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-torch.manual_seed(a.seed); random.seed(a.seed); torch.set_num_threads(2)
+torch.manual_seed(a.seed); random.seed(a.seed); torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 tok = AutoTokenizer.from_pretrained(SHARED + "/tokenizers/t5")
 cfg = T5Config(vocab_size=32128, d_model=a.d, d_kv=a.dkv, d_ff=a.dff, num_layers=a.enc, num_decoder_layers=a.dec,
     num_heads=a.heads, dropout_rate=a.dropout, feed_forward_proj="gated-gelu", tie_word_embeddings=bool(a.tie),
     decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-model = T5ForConditionalGeneration(cfg)
+model = T5ForConditionalGeneration.from_pretrained(a.init) if a.init else T5ForConditionalGeneration(cfg)
 if a.emb_std != 1.0:
     with torch.no_grad(): model.shared.weight.mul_(a.emb_std)
 if a.copy_init:
@@ -72,6 +78,17 @@ if a.copy_init:
             ca = blk.layer[1].EncDecAttention
             ca.v.weight.copy_(torch.eye(ca.v.weight.shape[0], ca.v.weight.shape[1]))
             ca.o.weight.copy_(a.copy_init * torch.eye(ca.o.weight.shape[0], ca.o.weight.shape[1]))
+if a.pointer_init or a.pointer_copy:
+    # head 0 of the last decoder block's cross-attention starts as the LM restricted to the
+    # source: q = c*P, k = P (P a random orthonormal projection), so q.k ~ c*(h . e_x), the tied
+    # head's logit of source token x; with --pointer_copy A its value/output carry identity (v = P, o = A*P^T)
+    with torch.no_grad():
+        ca = model.decoder.block[-1].layer[1].EncDecAttention; dk = a.dkv
+        P = torch.linalg.qr(torch.randn(a.d, dk))[0].T  # [dk, d], orthonormal rows
+        if a.pointer_init:
+            ca.q.weight[:dk] = a.pointer_init * P; ca.k.weight[:dk] = P
+        if a.pointer_copy:
+            ca.v.weight[:dk] = P; ca.o.weight[:, :dk] = a.pointer_copy * P.T
 if a.freeze_dec_lm:
     # the decoder's own language-model path (self-attention and feed-forward) stays at its
     # initialization, so lowering the loss beyond the embeddings has to go through cross-attention
@@ -114,15 +131,42 @@ def evl(valE=valE):
             lp = torch.nn.functional.cross_entropy(out.logits.transpose(1, 2), y, ignore_index=-100, reduction="sum")
             res[name] = lp.item() / (y != -100).sum().item()
     model.train(); return res
+def uf1(p, r):
+    from collections import Counter
+    P = Counter(re.findall(r"[a-z0-9]+", p.lower())); R = Counter(re.findall(r"[a-z0-9]+", r.lower()))
+    o = sum((P & R).values())
+    return 0.0 if o == 0 else 2 * o / (sum(P.values()) + sum(R.values()))
+def gen():
+    model.eval(); outs = []
+    with torch.no_grad():
+        for i in range(0, a.gen, 20):
+            xs = [valE[j][0] for j in range(i, min(a.gen, i + 20))]; x = pad(xs, 0)
+            g = model.generate(input_ids=x, attention_mask=(x != 0).long(), max_new_tokens=64, num_beams=1, do_sample=False)
+            outs += tok.batch_decode(g, skip_special_tokens=True)
+    model.train(); print("   ", outs[0], "|", outs[1], "|", outs[2], flush=True)
+    return round(sum(uf1(o, val[j]["summary"]) for j, o in enumerate(outs)) / len(outs), 4)
+if a.gen:
+    r = evl(); print(json.dumps({"step": 0, "r1": gen(), "own": round(r["own"], 4), "gap": round(r["other"] - r["own"], 4)}), flush=True)
 t0 = time.time(); order = list(range(len(trainE))); random.shuffle(order); pos = 0; ema = None
 for step in range(1, a.steps + 1):
     if pos + a.bs > len(order): random.shuffle(order); pos = 0
     src = trainO if (trainO is not None and step <= a.oracle_steps and random.random() < a.oracle) else trainE
     b = [src[i] for i in order[pos:pos + a.bs]]; pos += a.bs
     x = pad([e[0] for e in b], 0); y = pad([e[1] for e in b], -100)
-    loss = model(input_ids=x, attention_mask=(x != 0).long(), labels=y).loss
+    out = model(input_ids=x, attention_mask=(x != 0).long(), labels=y, output_attentions=a.attn_sup > 0)
+    loss = out.loss
+    if a.attn_sup > 0:
+        # supervised pointer: the first --sup_heads heads of the last decoder layer's cross-attention
+        # at target position t should sit on the source positions that hold y_t
+        att = out.cross_attentions[-1][:, :a.sup_heads]          # [B, h, T, S]
+        m = (y.unsqueeze(2) == x.unsqueeze(1)) & (y.unsqueeze(2) > 1) & (x.unsqueeze(1) != 0)  # [B, T, S]
+        has = m.any(-1)                                         # [B, T]
+        mass = (att * m.unsqueeze(1).float()).sum(-1)            # [B, h, T]
+        sup = -(mass.clamp_min(1e-6).log() * has.unsqueeze(1).float()).sum() / (has.sum() * a.sup_heads).clamp_min(1)
+        loss = loss + a.attn_sup * sup
+        supv = sup.item()
     opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
     ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
     if step % a.eval_every == 0:
-        r = evl(); ro = evl(valO); print(json.dumps({"step": step, "ogap": round(ro["other"] - ro["own"], 4), "train": round(ema, 3), "own": round(r["own"], 4), "other": round(r["other"], 4), "gap": round(r["other"] - r["own"], 4), "s": round(time.time() - t0)}), flush=True)
+        r = evl(); ro = evl(valO); g = gen() if a.gen else None; print(json.dumps({"step": step, "sup": round(supv, 3) if a.attn_sup else None, "r1": g, "ogap": round(ro["other"] - ro["own"], 4), "train": round(ema, 3), "own": round(r["own"], 4), "other": round(r["other"], 4), "gap": round(r["other"] - r["own"], 4), "s": round(time.time() - t0)}), flush=True)
 if a.save: model.save_pretrained(a.save); tok.save_pretrained(a.save)

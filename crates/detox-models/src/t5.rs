@@ -220,6 +220,23 @@ impl<B: Backend> T5Attention<B> {
         self.merge_heads_and_project(ctx)
     }
 
+    /// Softmax weights `[batch, heads, q_len, k_len]` of this attention's first `heads` heads,
+    /// queries from `x` (already normed) over the keys `k` (`[batch, n_heads, k_len, d_kv]`,
+    /// from [`Self::key_values`]) with the additive `bias`. Plain tensor ops, so a loss on the
+    /// weights trains through them (a supervised pointer, `detox finetune --pointer-loss`).
+    pub fn attention_weights(
+        &self,
+        x: Tensor<B, 3>,
+        k: Tensor<B, 4>,
+        bias: Tensor<B, 4>,
+        heads: usize,
+    ) -> Tensor<B, 4> {
+        let heads = heads.clamp(1, self.n_heads);
+        let q = self.split_heads(self.q.forward(x)).narrow(1, 0, heads);
+        let k = k.narrow(1, 0, heads);
+        crate::kernels::softmax_with_bias(q.matmul(k.swap_dims(2, 3)), bias)
+    }
+
     /// `[b, h, q, d_kv]` → `[b, q, h*d_kv]` → the output projection.
     fn merge_heads_and_project(&self, ctx: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, h, l, d] = ctx.dims();
@@ -563,8 +580,22 @@ impl<B: Backend> T5Decoder<B> {
         embeddings: Tensor<B, 3>,
         encoder: &EncoderOutput<B>,
         decoder_mask: Option<Tensor<B, 2, Int>>,
-        mut cache: Option<&mut T5DecoderCache<B>>,
+        cache: Option<&mut T5DecoderCache<B>>,
     ) -> (Vec<Tensor<B, 3>>, Tensor<B, 3>) {
+        let (outs, out, _) = self.forward_traced(embeddings, encoder, decoder_mask, cache, 0);
+        (outs, out)
+    }
+
+    /// [`Self::forward_all`] that also returns the cross-attention weights of the last block's
+    /// first `pointer_heads` heads (`[batch, heads, new, src_len]`; `None` when 0).
+    pub fn forward_traced(
+        &self,
+        embeddings: Tensor<B, 3>,
+        encoder: &EncoderOutput<B>,
+        decoder_mask: Option<Tensor<B, 2, Int>>,
+        mut cache: Option<&mut T5DecoderCache<B>>,
+        pointer_heads: usize,
+    ) -> (Vec<Tensor<B, 3>>, Tensor<B, 3>, Option<Tensor<B, 4>>) {
         let [_, new_len, _] = embeddings.dims();
         let device = embeddings.device();
         let past = cache.as_ref().map_or(0, |c| c.len());
@@ -579,6 +610,8 @@ impl<B: Backend> T5Decoder<B> {
         }
         let mut x = self.dropout.forward(embeddings);
         let mut outs = Vec::with_capacity(self.block.len());
+        let mut pointer = None;
+        let last = self.block.len().saturating_sub(1);
         for (i, block) in self.block.iter().enumerate() {
             let cross_attn = &block.layer_1.EncDecAttention;
             let (kv, layer_cache) = match cache.as_deref_mut() {
@@ -590,17 +623,30 @@ impl<B: Backend> T5Decoder<B> {
                 }
                 None => (cross_attn.key_values(encoder.hidden.clone()), None),
             };
-            x = block.forward(
-                x,
-                self_bias.clone(),
-                kv,
-                encoder.mask_bias.clone(),
-                layer_cache,
-            );
+            x = if pointer_heads > 0 && i == last {
+                let x = block.layer_0.forward(x, self_bias.clone(), layer_cache);
+                let normed = block.layer_1.layer_norm.forward(x.clone());
+                pointer = Some(cross_attn.attention_weights(
+                    normed,
+                    kv.0.clone(),
+                    encoder.mask_bias.clone(),
+                    pointer_heads,
+                ));
+                let x = block.layer_1.forward(x, kv, encoder.mask_bias.clone());
+                block.layer_2.forward(x)
+            } else {
+                block.forward(
+                    x,
+                    self_bias.clone(),
+                    kv,
+                    encoder.mask_bias.clone(),
+                    layer_cache,
+                )
+            };
             outs.push(x.clone());
         }
         let out = self.dropout.forward(self.final_layer_norm.forward(x));
-        (outs, out)
+        (outs, out, pointer)
     }
 }
 
@@ -720,6 +766,27 @@ impl<B: Backend> T5ForConditionalGeneration<B> {
     ) -> Tensor<B, 3> {
         let enc = self.encode(input_ids, attention_mask);
         self.lm_logits(self.decode(decoder_input_ids, &enc, None, None))
+    }
+
+    /// [`Self::forward`] that also returns the last decoder block's cross-attention weights
+    /// of its first `pointer_heads` heads, `[batch, heads, tgt_len, src_len]`.
+    pub fn forward_with_pointer(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        decoder_input_ids: Tensor<B, 2, Int>,
+        pointer_heads: usize,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let enc = self.encode(input_ids, attention_mask);
+        let (_, hidden, pointer) = self.decoder.forward_traced(
+            self.embed(decoder_input_ids),
+            &enc,
+            None,
+            None,
+            pointer_heads.max(1),
+        );
+        let pointer = pointer.expect("a decoder has at least one block");
+        (self.lm_logits(hidden), pointer)
     }
 
     /// Every linear weight, the LM head included, in PyTorch's `[out, in]` order
@@ -876,6 +943,71 @@ mod tests {
         let want_last = want.slice([0..2 * g, 2..3]);
         last.unwrap().into_data().assert_approx_eq::<f32>(
             &want_last.into_data(),
+            burn::tensor::Tolerance::absolute(1e-5),
+        );
+    }
+
+    /// The traced forward gives the plain forward's logits, and its pointer weights are the
+    /// last block's cross-attention: rows summing to 1, nothing on source padding, and the
+    /// cross-attention output rebuilt from them and the values.
+    #[test]
+    fn forward_with_pointer_returns_the_last_blocks_cross_attention() {
+        type B = burn::backend::NdArray<f32>;
+        let _rng = crate::test_rng_lock();
+        let device = Default::default();
+        let config: T5Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 30, "d_model": 8, "d_kv": 4, "d_ff": 12, "num_layers": 1,
+            "num_decoder_layers": 2, "num_heads": 2, "relative_attention_num_buckets": 6,
+            "feed_forward_proj": "gated-gelu", "tie_word_embeddings": true, "dropout_rate": 0.0
+        }))
+        .unwrap();
+        let model = T5ForConditionalGeneration::<B>::new(&config, &device);
+        let ids = Tensor::<B, 2, Int>::from_data([[3, 4, 5, 1], [6, 7, 1, 0]], &device);
+        let mask = Tensor::<B, 2, Int>::from_data([[1, 1, 1, 1], [1, 1, 1, 0]], &device);
+        let dec = Tensor::<B, 2, Int>::from_data([[0, 5, 2], [0, 9, 9]], &device);
+        let want = model.forward(ids.clone(), mask.clone(), dec.clone());
+        let (logits, w) = model.forward_with_pointer(ids.clone(), mask.clone(), dec.clone(), 2);
+        logits
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+        assert_eq!(w.dims(), [2, 2, 3, 4]);
+        let rows: Vec<f32> = w.clone().sum_dim(3).into_data().to_vec().unwrap();
+        assert!(rows.iter().all(|r| (r - 1.0).abs() < 1e-5), "{rows:?}");
+        let padded: Vec<f32> = w
+            .clone()
+            .slice([1..2, 0..2, 0..3, 3..4])
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(padded.iter().all(|&p| p < 1e-6), "{padded:?}");
+        // the weights are the ones the block uses: weights x values, merged and projected,
+        // equal the cross-attention output for the same normed input
+        let enc = model.encode(ids, mask);
+        let (outs, _) = model
+            .decoder
+            .forward_all(model.embed(dec), &enc, None, None);
+        let last = model.decoder.block.last().unwrap();
+        let first_bias = model.decoder.block[0]
+            .layer_0
+            .SelfAttention
+            .compute_bias(0, 3, 3, &device)
+            + crate::mask::causal_mask_bias::<B>(0, 3, 3, &device);
+        let mid = last.layer_0.forward(outs[0].clone(), first_bias, None);
+        let ca = &last.layer_1.EncDecAttention;
+        let normed = last.layer_1.layer_norm.forward(mid);
+        let (k, v) = ca.key_values(enc.hidden.clone());
+        let w_again = ca.attention_weights(normed.clone(), k, enc.mask_bias.clone(), 2);
+        w_again
+            .clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&w.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+        let ctx = w_again.matmul(v); // [b, h, q, d_kv]
+        let [b, h, l, d] = ctx.dims();
+        let out = ca.o.forward(ctx.swap_dims(1, 2).reshape([b, l, h * d]));
+        let kv = ca.key_values(enc.hidden.clone());
+        let want_out = ca.forward_cross(normed, kv, enc.mask_bias.clone());
+        out.into_data().assert_approx_eq::<f32>(
+            &want_out.into_data(),
             burn::tensor::Tolerance::absolute(1e-5),
         );
     }

@@ -179,6 +179,17 @@ pub struct FinetuneConfig {
     /// ([`crate::keywords`]): for models trained from scratch.
     #[serde(default)]
     pub keywords: bool,
+    /// Weight of the supervised pointer loss ([`crate::pointer`]) added to the summaries' loss:
+    /// 0 for none.
+    #[serde(default)]
+    pub pointer_loss: f64,
+    /// How many heads of the last decoder block's cross-attention the pointer loss trains.
+    #[serde(default = "one")]
+    pub pointer_heads: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for FinetuneConfig {
@@ -206,6 +217,8 @@ impl Default for FinetuneConfig {
             copy_prefix: 0,
             decoder_word_dropout: 0.0,
             keywords: false,
+            pointer_loss: 0.0,
+            pointer_heads: 1,
         }
     }
 }
@@ -256,6 +269,15 @@ impl FinetuneConfig {
                 self.decoder_word_dropout
             ));
         }
+        if !(self.pointer_loss.is_finite() && self.pointer_loss >= 0.0) {
+            return bad(format!(
+                "--pointer-loss must be >= 0, got {}",
+                self.pointer_loss
+            ));
+        }
+        if self.pointer_heads == 0 {
+            return bad("--pointer-heads must be at least 1".into());
+        }
         if self.mode == Mode::Lora {
             self.lora.validate().map_err(TrainError::Config)?;
         }
@@ -295,24 +317,50 @@ pub struct RunSummary {
 
 /// Mean token NLL of `batch` (`model(input_ids, attention_mask, labels=labels).loss`).
 pub fn batch_loss<B: Backend>(model: &T5<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
-    batch_loss_with(model, batch, None, device)
+    batch_loss_with(model, batch, None, None, device).0
+}
+
+/// What a training loss adds to the summaries' NLL: the supervised pointer
+/// ([`crate::pointer`]) with its weight and the number of heads it trains.
+#[derive(Debug, Clone, Copy)]
+struct PointerTerm {
+    weight: f64,
+    heads: usize,
 }
 
 /// [`batch_loss`] with these decoder input ids (row-major, `batch x tgt_len`) instead of the
-/// shifted labels (`None`: the shifted labels).
+/// shifted labels (`None`: the shifted labels). Returns the NLL and the training loss (the NLL
+/// plus the weighted pointer loss when `pointer` is given).
 fn batch_loss_with<B: Backend>(
     model: &T5<B>,
     batch: &Batch,
     decoder_input_ids: Option<Vec<i64>>,
+    pointer: Option<PointerTerm>,
     device: &B::Device,
-) -> Tensor<B, 1> {
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let (ids, mask, labels) = batch.tensors::<B>(device);
     let c = &model.config;
     let dec = match decoder_input_ids {
         Some(d) => Tensor::from_data(TensorData::new(d, [batch.batch, batch.tgt_len]), device),
         None => shift_right(labels.clone(), c.decoder_start_token_id(), c.pad_token_id),
     };
-    seq2seq_cross_entropy(model.forward(ids, mask, dec), labels)
+    let Some(p) = pointer else {
+        let nll = seq2seq_cross_entropy(model.forward(ids, mask, dec), labels);
+        return (nll.clone(), nll);
+    };
+    let (logits, weights) = model.forward_with_pointer(ids, mask, dec, p.heads);
+    let nll = seq2seq_cross_entropy(logits, labels);
+    let align = crate::pointer::alignment(
+        &batch.input_ids,
+        &batch.labels,
+        batch.batch,
+        batch.src_len,
+        batch.tgt_len,
+        c.pad_token_id as i64,
+        c.eos_token_id as i64,
+    );
+    let total = nll.clone() + crate::pointer::pointer_loss(weights, &align) * p.weight;
+    (nll, total)
 }
 
 /// The decoder inputs of `batch` (its labels shifted right) with word dropout applied
@@ -342,7 +390,7 @@ pub fn micro_step<B: AutodiffBackend>(
     accum: usize,
     device: &B::Device,
 ) -> (f64, GradientsParams) {
-    micro_step_with(model, batch, None, accum, None, device)
+    micro_step_with(model, batch, None, None, accum, None, device)
 }
 
 /// [`micro_step`] with these decoder input ids ([`batch_loss_with`]), the loss also multiplied
@@ -351,12 +399,13 @@ fn micro_step_with<B: AutodiffBackend>(
     model: &T5<B>,
     batch: &Batch,
     decoder_input_ids: Option<Vec<i64>>,
+    pointer: Option<PointerTerm>,
     accum: usize,
     weight: Option<f64>,
     device: &B::Device,
 ) -> (f64, GradientsParams) {
-    let loss = batch_loss_with(model, batch, decoder_input_ids, device);
-    let value = loss.clone().into_scalar().elem::<f64>();
+    let (nll, loss) = batch_loss_with(model, batch, decoder_input_ids, pointer, device);
+    let value = nll.into_scalar().elem::<f64>();
     let loss = if accum > 1 { loss / accum as f64 } else { loss };
     let loss = match weight {
         Some(w) => loss * w,
@@ -663,10 +712,15 @@ impl<B: AutodiffBackend> Trainer<B> {
                     let p = self.cfg.decoder_word_dropout;
                     dropped_decoder_inputs(&batch, &model.config, p, unk, &mut rng)
                 });
+            let pointer = (self.cfg.pointer_loss > 0.0).then_some(PointerTerm {
+                weight: self.cfg.pointer_loss,
+                heads: self.cfg.pointer_heads,
+            });
             let (loss, grads) = micro_step_with(
                 &model,
                 &batch,
                 dec,
+                pointer,
                 self.cfg.grad_accum,
                 weight,
                 &self.device,

@@ -23,6 +23,7 @@ pub mod keywords;
 pub mod loss;
 pub mod naive_bayes;
 pub mod optim;
+pub mod pointer;
 pub mod preferences;
 pub mod reward;
 pub mod runlock;
