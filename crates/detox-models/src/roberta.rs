@@ -76,7 +76,7 @@ impl<B: Backend> RobertaEmbeddings<B> {
             .token_type_embeddings
             .weight
             .val()
-            .slice([0..1])
+            .slice(0..1)
             .unsqueeze::<3>();
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(position_ids)
