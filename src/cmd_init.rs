@@ -23,6 +23,11 @@ pub struct InitArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// T5 only: start every decoder block's cross-attention as a copy path (values = identity,
+    /// output projection = A x identity), so that the source's words raise their own logits
+    /// through the tied LM head from the first step. Needs num_heads x d_kv = d_model.
+    #[arg(long, value_name = "A")]
+    pub copy_cross_attention: Option<f64>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
@@ -61,8 +66,12 @@ pub fn run(args: &InitArgs) -> Result<()> {
             let c: T5Config = serde_json::from_value(value)
                 .map_err(|e| cfg_err(format!("not a T5 config: {e}")))?;
             check_vocab(&tokenizer, c.vocab_size, &args.config)?;
-            let model =
+            let mut model =
                 detox_models::init::init_t5::<Flex>(&c, args.seed, &device).map_err(cfg_err)?;
+            if let Some(a) = args.copy_cross_attention {
+                model = detox_models::init::copy_cross_attention(model, a)
+                    .map_err(|e| anyhow::anyhow!("--copy-cross-attention: {e}"))?;
+            }
             write(&args.out, &args.tokenizer, |tmp| {
                 detox_hub::save::write_t5_files(&model, tmp)?;
                 write_generation_config(&c, tmp)
@@ -70,6 +79,12 @@ pub fn run(args: &InitArgs) -> Result<()> {
             c.num_parameters()
         }
         "roberta" => {
+            if args.copy_cross_attention.is_some() {
+                bail!(
+                    "--copy-cross-attention: {} is a RoBERTa config; the option is for T5",
+                    args.config.display()
+                );
+            }
             let c: RobertaConfig = serde_json::from_value(value)
                 .map_err(|e| cfg_err(format!("not a RoBERTa config: {e}")))?;
             check_vocab(&tokenizer, c.vocab_size, &args.config)?;

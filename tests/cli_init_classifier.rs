@@ -540,3 +540,49 @@ fn finetune_keywords_adds_a_keyword_example_per_summary_with_rare_source_words()
     three_steps_on(&model, &data, &dir.join("a"), &["--keywords"], 80);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `finetune --pointer-loss W`: the logged loss stays the summaries' NLL (the first step's equals
+/// a plain run's: same model, same batch), while the pointer term changes the gradient (the
+/// second step's loss differs); a negative weight is refused by name.
+#[test]
+fn finetune_pointer_loss_trains_the_pointer_and_logs_the_nll() {
+    let dir = scratch_dir("detox-pointer", "run");
+    let data = common::synthetic_data(&dir, 12);
+    let model = fixtures().join("t5-tiny");
+    let off = ["--dropout-rate", "0"];
+    three_steps_on(&model, &data, &dir.join("plain"), &off, 12);
+    let with = [
+        "--dropout-rate",
+        "0",
+        "--pointer-loss",
+        "1",
+        "--pointer-heads",
+        "2",
+    ];
+    three_steps_on(&model, &data, &dir.join("a"), &with, 12);
+    let (plain, a) = (
+        metrics_losses(&dir.join("plain")),
+        metrics_losses(&dir.join("a")),
+    );
+    assert!(
+        (a[0] - plain[0]).abs() <= 1e-5 * plain[0].abs(),
+        "{a:?} vs {plain:?}"
+    );
+    assert!((a[1] - plain[1]).abs() > 1e-4, "{a:?} vs {plain:?}");
+    let bad = detox(&[
+        "finetune",
+        "--model",
+        &arg(&model),
+        "--mode",
+        "full",
+        "--train",
+        &arg(&data),
+        "--out",
+        &arg(&dir.join("bad")),
+        "--pointer-loss=-1",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--pointer-loss must be >= 0"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -182,6 +182,44 @@ pub fn init_t5<B: Backend>(
     reinit(model, &|p| t5_rule(config, p), seed, device)
 }
 
+/// Starts every decoder block's cross-attention as a copy path (`detox init
+/// --copy-cross-attention A`): the values pass the encoder output through (`v` = I) and the
+/// output projection scales it into the decoder (`o` = A·I), where the tied LM head reads token
+/// identity. From step 0 a dialogue's own words then raise their own logits: a model trained from
+/// scratch has a generic way to take words from its source before its language model takes over
+/// (`tools/summary_learnability.py --copy_init A` measures the effect). Needs
+/// `num_heads · d_kv == d_model` and a positive, finite `scale`.
+pub fn copy_cross_attention<B: Backend>(
+    mut model: T5ForConditionalGeneration<B>,
+    scale: f64,
+) -> Result<T5ForConditionalGeneration<B>, String> {
+    let c = &model.config;
+    let inner = c.num_heads * c.d_kv;
+    if inner != c.d_model {
+        return Err(format!(
+            "a copy path needs num_heads x d_kv = d_model, got {} x {} = {inner} for d_model {}",
+            c.num_heads, c.d_kv, c.d_model
+        ));
+    }
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(format!(
+            "the copy path's scale must be a positive number, got {scale}"
+        ));
+    }
+    let n = c.d_model;
+    let eye = |v: f64, device: &B::Device| {
+        let mut data = vec![0f32; n * n];
+        (0..n).for_each(|i| data[i * n + i] = v as f32);
+        Tensor::<B, 2>::from_data(TensorData::new(data, [n, n]), device)
+    };
+    for block in &mut model.decoder.block {
+        let attn = &mut block.layer_1.EncDecAttention;
+        attn.v.weight = attn.v.weight.clone().map(|w| eye(1.0, &w.device()));
+        attn.o.weight = attn.o.weight.clone().map(|w| eye(scale, &w.device()));
+    }
+    Ok(model)
+}
+
 /// A RoBERTa sequence classifier of `config`'s shapes with transformers' initial weights (seeded).
 pub fn init_roberta<B: Backend>(
     config: &RobertaConfig,
@@ -288,6 +326,49 @@ mod tests {
                 assert!(v.iter().all(|&x| x == 1.0), "{p}");
             }
         }
+    }
+
+    #[test]
+    fn a_copy_path_makes_cross_attention_values_identity_and_output_scaled_identity() {
+        let c: T5Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 300, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1,
+            "num_decoder_layers": 2, "num_heads": 4, "feed_forward_proj": "gated-gelu"
+        }))
+        .unwrap();
+        let d = Default::default();
+        let plain = params(&init_t5::<B>(&c, 3, &d).unwrap());
+        let m = copy_cross_attention(init_t5::<B>(&c, 3, &d).unwrap(), 8.0).unwrap();
+        let copied = params(&m);
+        let mut seen = 0;
+        for ((path, v, dims), (_, before, _)) in copied.iter().zip(&plain) {
+            let want = if path.ends_with("EncDecAttention.v.weight") {
+                1.0
+            } else if path.ends_with("EncDecAttention.o.weight") {
+                8.0
+            } else {
+                assert_eq!(v, before, "{path} must keep its draw");
+                continue;
+            };
+            seen += 1;
+            assert_eq!(dims, &vec![32, 32], "{path}");
+            for (i, &x) in v.iter().enumerate() {
+                let diag = i / 32 == i % 32;
+                assert_eq!(x, if diag { want } else { 0.0 }, "{path}[{i}]");
+            }
+        }
+        assert_eq!(seen, 4, "v and o of both decoder blocks");
+    }
+
+    #[test]
+    fn a_copy_path_refuses_mismatched_widths_and_bad_scales() {
+        let c = t5_config(); // 4 heads x d_kv 8 = 32 = d_model: fine
+        let d = Default::default();
+        assert!(copy_cross_attention(init_t5::<B>(&c, 0, &d).unwrap(), 0.0).is_err());
+        assert!(copy_cross_attention(init_t5::<B>(&c, 0, &d).unwrap(), f64::NAN).is_err());
+        let mut wide = c.clone();
+        wide.d_kv = 16;
+        let e = copy_cross_attention(init_t5::<B>(&wide, 0, &d).unwrap(), 8.0).unwrap_err();
+        assert!(e.contains("num_heads x d_kv = d_model"), "{e}");
     }
 
     #[test]
