@@ -53,6 +53,38 @@ fn summarize_and_score_use_the_shipped_models_from_any_directory() {
     std::fs::remove_dir_all(&cwd).ok();
 }
 
+/// The shipped summarizer reads its dialogue: dialogues about different matters get different
+/// summaries, and most name their matter (the model shipped before, run K's step 3,500, wrote
+/// "#Person1# and #Person2# are talking about the job." for all of them).
+#[test]
+fn the_shipped_summarizer_names_what_each_dialogue_is_about() {
+    let cwd = std::env::temp_dir();
+    let cases = [
+        ("#Person1#: I'd like to book a room for two nights.\n#Person2#: Certainly, a double room is 80 dollars a night.", "room"),
+        ("#Person1#: Shall we meet at noon?\n#Person2#: Yes, at the cafe.", "cafe"),
+        ("#Person1#: Hi, I have a terrible cold and a sore throat.\n#Person2#: You should see a doctor and drink some hot tea.", "cold"),
+        ("#Person1#: I want to buy a new computer. Which one is good?\n#Person2#: This laptop is fast and cheap.", "computer"),
+    ];
+    let mut summaries = Vec::new();
+    let mut named = 0;
+    for (dialogue, matter) in cases {
+        let out = detox_in(&cwd, &["summarize", "--dialogue", dialogue, "--json"]);
+        let stdout = common::ok(&out);
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        let text = v["text"].as_str().unwrap().to_lowercase();
+        named += usize::from(text.contains(matter));
+        summaries.push(text);
+    }
+    summaries.sort();
+    summaries.dedup();
+    assert_eq!(
+        summaries.len(),
+        cases.len(),
+        "one summary per dialogue: {summaries:?}"
+    );
+    assert!(named >= 3, "{named} of 4 name their matter: {summaries:?}");
+}
+
 #[test]
 fn the_shipped_models_are_small_and_carry_their_cards() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
