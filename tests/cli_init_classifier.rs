@@ -498,7 +498,7 @@ fn finetune_decoder_word_dropout_changes_the_inputs_reproducibly() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{a:?} vs {b:?}");
     }
-    let bad = detox(&[
+    let err = stderr_of(&[
         "finetune",
         "--model",
         &arg(&model),
@@ -511,8 +511,6 @@ fn finetune_decoder_word_dropout_changes_the_inputs_reproducibly() {
         "--decoder-word-dropout",
         "1.5",
     ]);
-    assert!(!bad.status.success());
-    let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
         err.contains("--decoder-word-dropout must be in [0, 1)"),
         "{err}"
@@ -569,7 +567,7 @@ fn finetune_pointer_loss_trains_the_pointer_and_logs_the_nll() {
         "{a:?} vs {plain:?}"
     );
     assert!((a[1] - plain[1]).abs() > 1e-4, "{a:?} vs {plain:?}");
-    let bad = detox(&[
+    let err = stderr_of(&[
         "finetune",
         "--model",
         &arg(&model),
@@ -581,8 +579,6 @@ fn finetune_pointer_loss_trains_the_pointer_and_logs_the_nll() {
         &arg(&dir.join("bad")),
         "--pointer-loss=-1",
     ]);
-    assert!(!bad.status.success());
-    let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("--pointer-loss must be >= 0"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -455,9 +455,32 @@ impl<B: Backend> T5DecoderBlock<B> {
         cross_bias: Tensor<B, 4>,
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
+        self.forward_traced(x, self_bias, cross_kv, cross_bias, cache, 0)
+            .0
+    }
+
+    /// [`Self::forward`] that also returns the cross-attention weights of the first
+    /// `pointer_heads` heads ([`T5Attention::attention_weights`]; `None` when 0).
+    pub fn forward_traced(
+        &self,
+        x: Tensor<B, 3>,
+        self_bias: Tensor<B, 4>,
+        cross_kv: (Tensor<B, 4>, Tensor<B, 4>),
+        cross_bias: Tensor<B, 4>,
+        cache: Option<&mut KvCache<B>>,
+        pointer_heads: usize,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 4>>) {
         let x = self.layer_0.forward(x, self_bias, cache);
+        let pointer = (pointer_heads > 0).then(|| {
+            self.layer_1.EncDecAttention.attention_weights(
+                self.layer_1.layer_norm.forward(x.clone()),
+                cross_kv.0.clone(),
+                cross_bias.clone(),
+                pointer_heads,
+            )
+        });
         let x = self.layer_1.forward(x, cross_kv, cross_bias);
-        self.layer_2.forward(x)
+        (self.layer_2.forward(x), pointer)
     }
 }
 
@@ -623,26 +646,17 @@ impl<B: Backend> T5Decoder<B> {
                 }
                 None => (cross_attn.key_values(encoder.hidden.clone()), None),
             };
-            x = if pointer_heads > 0 && i == last {
-                let x = block.layer_0.forward(x, self_bias.clone(), layer_cache);
-                let normed = block.layer_1.layer_norm.forward(x.clone());
-                pointer = Some(cross_attn.attention_weights(
-                    normed,
-                    kv.0.clone(),
-                    encoder.mask_bias.clone(),
-                    pointer_heads,
-                ));
-                let x = block.layer_1.forward(x, kv, encoder.mask_bias.clone());
-                block.layer_2.forward(x)
-            } else {
-                block.forward(
-                    x,
-                    self_bias.clone(),
-                    kv,
-                    encoder.mask_bias.clone(),
-                    layer_cache,
-                )
-            };
+            let heads = if i == last { pointer_heads } else { 0 };
+            let (y, weights) = block.forward_traced(
+                x,
+                self_bias.clone(),
+                kv,
+                encoder.mask_bias.clone(),
+                layer_cache,
+                heads,
+            );
+            x = y;
+            pointer = pointer.or(weights);
             outs.push(x.clone());
         }
         let out = self.dropout.forward(self.final_layer_norm.forward(x));
